@@ -1,0 +1,44 @@
+# Every target installs what it needs first (scripts/bootstrap.sh is idempotent and quick).
+UV := uv run --frozen
+PYTEST := $(UV) pytest
+
+.PHONY: setup check lint format typecheck imports test unit run demo bench soak
+
+setup:
+	@bash scripts/bootstrap.sh
+
+check: setup lint typecheck imports
+	$(PYTEST) -q
+
+lint:
+	$(UV) ruff check janitor tests bench celeryconfig.py
+	$(UV) ruff format --check janitor tests bench celeryconfig.py
+
+format:
+	$(UV) ruff check --fix janitor tests bench celeryconfig.py
+	$(UV) ruff format janitor tests bench celeryconfig.py
+
+typecheck:
+	$(UV) mypy
+
+imports:
+	$(UV) lint-imports
+
+# The whole suite: unit tests, then integration tests against private dockerd, Redis and Celery.
+test: setup
+	$(PYTEST) -q
+
+unit: setup
+	$(PYTEST) -q tests/unit
+
+run: setup
+	$(UV) janitor run
+
+demo: setup
+	$(UV) janitor demo
+
+bench: setup
+	$(UV) python -m bench
+
+soak: setup
+	$(PYTEST) -q -m slow --override-ini="addopts=--strict-markers -ra" tests/soak

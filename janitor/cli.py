@@ -1,0 +1,236 @@
+"""The `janitor` command: sweep now, check the configuration, run the service, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TextIO
+
+import redis
+
+from janitor import logs
+from janitor.dockerhost import DockerHost
+from janitor.errors import ConfigError, HostError
+from janitor.locks import REDIS_ERRORS, daemon_id_key
+from janitor.model import Outcome, Status, SweepReport, Task
+from janitor.policy import format_duration
+from janitor.settings import Settings, load_settings
+from janitor.sweep import sweep_host
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+TASK_CHOICES: dict[str, tuple[Task, ...]] = {
+    "kill-ghosts": (Task.KILL_GHOSTS,),
+    "remove-stopped": (Task.REMOVE_STOPPED,),
+    # Ghosts first: a ghost killed now is a stopped container for a later sweep.
+    "all": (Task.KILL_GHOSTS, Task.REMOVE_STOPPED),
+}
+# Enough to see what a sweep did at a glance; --json has every action.
+SHOWN_ACTIONS = 20
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"janitor: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="janitor",
+        description="Kill ghost containers and remove stopped ones on Docker hosts.",
+        epilog="Configuration comes from JANITOR_* environment variables; see the README.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sweep = commands.add_parser("sweep", help="sweep now, in this process, without a broker")
+    sweep.add_argument("--task", choices=sorted(TASK_CHOICES), default="all")
+    sweep.add_argument(
+        "--host",
+        action="append",
+        dest="hosts",
+        metavar="NAME",
+        help="a host of JANITOR_HOSTS (repeatable; default: every configured host)",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
+    sweep.add_argument("--json", action="store_true", help="print a JSON array of reports only")
+    sweep.set_defaults(handler=_sweep)
+
+    check = commands.add_parser("check", help="validate the config, reach Redis and every host")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def _redis_or_none(settings: Settings, *, quiet: bool = False) -> redis.Redis[bytes] | None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=1, socket_timeout=3
+    )
+    try:
+        client.ping()
+    except REDIS_ERRORS as exc:
+        client.close()
+        if not quiet:
+            print(
+                f"janitor: Redis not reachable at {settings.redis_url_redacted} ({exc}); "
+                "sweeping without a lease",
+                file=sys.stderr,
+            )
+        return None
+    return client
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    overrides = {"dry_run": True} if args.dry_run else {}
+    settings = load_settings(**overrides)
+    logs.configure(settings.log_format, settings.log_level, stream=sys.stderr)
+    names = list(dict.fromkeys(args.hosts or [h.name for h in settings.hosts]))
+    for name in names:
+        settings.host(name)  # an unknown name is a configuration error before any sweep
+    tasks = TASK_CHOICES[args.task]
+    client = _redis_or_none(settings)
+
+    def sweep_one_host(name: str) -> list[SweepReport]:
+        reports = []
+        for task in tasks:
+            report = sweep_host(settings, name, task, redis_client=client)
+            if report is None:
+                print(
+                    f"janitor: {name} {task.value}: skipped, another sweep holds its lease",
+                    file=sys.stderr,
+                )
+            else:
+                reports.append(report)
+        return reports
+
+    try:
+        # Hosts are independent daemons: sweeping them side by side keeps the total near
+        # the slowest host's time instead of the sum.
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="host") as pool:
+            reports = [r for per_host in pool.map(sweep_one_host, names) for r in per_host]
+    finally:
+        if client is not None:
+            client.close()
+    if args.json:
+        json.dump([r.to_dict() for r in reports], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_table(reports, sys.stdout)
+    swept = all(report.status is Status.OK for report in reports)
+    return EXIT_OK if swept else EXIT_FAILED
+
+
+def _print_table(reports: Sequence[SweepReport], out: TextIO) -> None:
+    outcomes = [o.value for o in Outcome]
+    header = ["HOST", "TASK", "STATUS", "SCANNED", *[o.upper() for o in outcomes], "SECONDS"]
+    rows = [
+        [
+            r.host,
+            r.task.value,
+            r.status.value + (" (dry run)" if r.dry_run else ""),
+            str(r.scanned),
+            *[str(r.counts.get(o, 0)) for o in outcomes],
+            f"{r.duration_s:.2f}",
+        ]
+        for r in reports
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out
+        )
+    for report in reports:
+        if report.error:
+            print(f"\n{report.host} {report.task.value} failed: {report.error}", file=out)
+        if report.status is Status.ABORTED:
+            print(
+                f"\n{report.host} {report.task.value} aborted: {len(report.results)} eligible "
+                "is over JANITOR_MAX_ACTIONS; nothing was changed",
+                file=out,
+            )
+        shown = [r for r in report.results if r.outcome is not Outcome.REFUSED or r.detail]
+        if not shown:
+            continue
+        print(f"\n{report.host} {report.task.value}:", file=out)
+        for result in shown[:SHOWN_ACTIONS]:
+            action = result.action
+            detail = f" ({result.detail})" if result.detail else ""
+            print(
+                f"  {action.verb.value:<6} {action.container_id[:12]}  {action.name:<24} "
+                f"{action.reason.value:<22} {result.outcome.value}{detail}",
+                file=out,
+            )
+        if len(shown) > SHOWN_ACTIONS:
+            print(f"  ... and {len(shown) - SHOWN_ACTIONS} more (--json lists all)", file=out)
+
+
+def _check(args: argparse.Namespace) -> int:
+    del args
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"FAIL  configuration: {line}")
+        return EXIT_CONFIG
+    print(
+        f"ok    configuration: {len(settings.hosts)} host(s) "
+        f"({', '.join(h.name for h in settings.hosts)}), selector {settings.selector}, "
+        f"max runtime {format_duration(settings.max_runtime)}, "
+        f"stopped grace {format_duration(settings.stopped_grace)}, "
+        f"dry run {'on' if settings.dry_run else 'off'}"
+    )
+    passed = True
+    started = time.monotonic()
+    client = _redis_or_none(settings, quiet=True)
+    if client is None:
+        passed = False
+        print(f"FAIL  redis {settings.redis_url_redacted}: not reachable")
+    else:
+        print(
+            f"ok    redis {settings.redis_url_redacted}: "
+            f"PING in {(time.monotonic() - started) * 1000:.1f} ms"
+        )
+    try:
+        for config in settings.hosts:
+            passed &= _check_host(settings, config.name, client)
+    finally:
+        if client is not None:
+            client.close()
+    return EXIT_OK if passed else EXIT_FAILED
+
+
+def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None) -> bool:
+    config = settings.host(name)
+    with DockerHost(config, timeout=settings.docker_timeout) as docker:
+        try:
+            info = docker.info()
+            managed = len(docker.list(settings.selector))
+        except HostError as exc:
+            print(f"FAIL  host {name} {config.url}: {exc}")
+            return False
+    skew = info.now.timestamp() - time.time()
+    line = (
+        f"host {name} {config.url}: Docker {info.server_version}, daemon {info.id[:20]}, "
+        f"{managed} container(s) under selector {settings.selector}, "
+        f"clock {skew:+.1f}s from this machine"
+    )
+    recorded = client.get(daemon_id_key(name)) if client is not None else None
+    if recorded is not None and recorded.decode() != info.id:
+        print(f"FAIL  {line}: Redis recorded daemon {recorded.decode()} for this name before")
+        return False
+    print(f"ok    {line}")
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The only module that talks to Docker: one client per host, SDK errors mapped to ours.
+
+It lists, inspects, kills and removes exactly what it is told; it decides nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.tls
+import requests.exceptions
+
+from janitor.errors import (
+    ActionFailedError,
+    ContainerConflictError,
+    ContainerGoneError,
+    HostUnreachableError,
+)
+from janitor.model import Container, Selector, Summary
+from janitor.policy import COMPOSE_PROJECT_LABEL
+from janitor.settings import HostConfig
+
+T = TypeVar("T")
+
+# Docker's "never happened" instant, e.g. FinishedAt of a container that never stopped.
+_ZERO_YEAR = 1
+RESTART_POLICIES_THAT_RESURRECT = frozenset({"always", "on-failure"})
+_CONTAINER_ID_IN_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)$")
+_FILES_DOCKER_BINDS_INTO_CONTAINERS = frozenset({"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"})
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    id: str
+    name: str
+    now: datetime
+    containers: int
+    server_version: str
+    mem_total: int
+    ncpu: int
+
+
+def parse_instant(text: str | None) -> datetime | None:
+    """Docker's RFC 3339 instant (nanoseconds allowed) as an aware datetime; zero -> None."""
+    if not text:
+        return None
+    instant = datetime.fromisoformat(text)
+    if instant.year == _ZERO_YEAR:
+        return None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+class DockerHost:
+    """A connection to one Docker daemon, with an explicit URL, timeout and TLS."""
+
+    def __init__(self, config: HostConfig, *, timeout: timedelta, max_pool_size: int = 10) -> None:
+        self.config = config
+        self.name = config.name
+        self._timeout = timeout.total_seconds()
+        self._max_pool_size = max_pool_size
+        self._api: docker.APIClient | None = None
+        self._lock = threading.Lock()
+        # How many API calls each operation made: the idle-cost benchmark reads it.
+        self.calls: Counter[str] = Counter()
+
+    def __enter__(self) -> DockerHost:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    def _client(self) -> docker.APIClient:
+        with self._lock:
+            if self._api is None:
+                tls: docker.tls.TLSConfig | bool = False
+                if self.config.tls is not None:
+                    cert = None
+                    if self.config.tls.client_cert and self.config.tls.client_key:
+                        cert = (str(self.config.tls.client_cert), str(self.config.tls.client_key))
+                    tls = docker.tls.TLSConfig(
+                        client_cert=cert, ca_cert=str(self.config.tls.ca_cert), verify=True
+                    )
+                self._api = self._guard(
+                    "version",
+                    lambda: docker.APIClient(
+                        base_url=self.config.url,
+                        # The stubs say int; requests takes fractional seconds as well.
+                        timeout=self._timeout,  # type: ignore[arg-type]
+                        tls=tls,
+                        max_pool_size=self._max_pool_size,
+                    ),
+                )
+            return self._api
+
+    def _guard(self, operation: str, call: Callable[[], T]) -> T:
+        """Run one API call; transport failures mean the whole host is unreachable."""
+        self.calls[operation] += 1
+        try:
+            return call()
+        except docker.errors.NotFound as exc:
+            raise ContainerGoneError(_explain(exc)) from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise ContainerConflictError(_explain(exc)) from exc
+            raise ActionFailedError(_explain(exc)) from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise HostUnreachableError(
+                f"{self.name} ({self.config.url}) did not answer {operation}: {_explain(exc)}"
+            ) from exc
+        except OSError as exc:
+            # A socket that vanishes mid-call surfaces as a bare OSError from urllib3.
+            raise HostUnreachableError(
+                f"{self.name} ({self.config.url}) failed during {operation}: {exc}"
+            ) from exc
+
+    def info(self) -> DaemonInfo:
+        api = self._client()
+        raw: dict[str, Any] = self._guard("info", api.info)
+        now = parse_instant(raw.get("SystemTime"))
+        if now is None:
+            raise HostUnreachableError(f"{self.name} reported no SystemTime in /info")
+        return DaemonInfo(
+            id=str(raw.get("ID", "")),
+            name=str(raw.get("Name", "")),
+            now=now,
+            containers=int(raw.get("Containers", 0)),
+            server_version=str(raw.get("ServerVersion", "")),
+            mem_total=int(raw.get("MemTotal", 0)),
+            ncpu=int(raw.get("NCPU", 0)),
+        )
+
+    def list(self, selector: Selector) -> list[Summary]:
+        """Every container the selector matches, from one list call (no inspect)."""
+        api = self._client()
+        filters = {} if selector.matches_everything else {"label": [str(selector)]}
+        raw: list[dict[str, Any]] = self._guard(
+            "list", lambda: api.containers(all=True, filters=filters)
+        )
+        return [
+            Summary(
+                id=item["Id"],
+                name=(item.get("Names") or ["/"])[0].lstrip("/"),
+                state=item.get("State", ""),
+                labels=item.get("Labels") or {},
+                created_at=datetime.fromtimestamp(int(item.get("Created", 0)), tz=UTC),
+            )
+            for item in raw
+        ]
+
+    def inspect(self, container_id: str) -> Container:
+        api = self._client()
+        raw: dict[str, Any] = self._guard("inspect", lambda: api.inspect_container(container_id))
+        state = raw.get("State") or {}
+        host_config = raw.get("HostConfig") or {}
+        return Container(
+            id=raw["Id"],
+            name=str(raw.get("Name", "")).lstrip("/"),
+            state=state.get("Status", ""),
+            labels=(raw.get("Config") or {}).get("Labels") or {},
+            created_at=parse_instant(raw.get("Created")),
+            started_at=parse_instant(state.get("StartedAt")),
+            finished_at=parse_instant(state.get("FinishedAt")),
+            auto_remove=bool(host_config.get("AutoRemove")),
+            restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or ""),
+        )
+
+    def kill(self, container: Container, stop_timeout: timedelta) -> None:
+        """Stop a ghost for good: SIGTERM, SIGKILL after stop_timeout, no resurrection."""
+        api = self._client()
+        if container.restart_policy in RESTART_POLICIES_THAT_RESURRECT:
+            # A SIGKILLed container with these policies comes back when the daemon restarts.
+            self._guard(
+                "update",
+                # The stubs omit "no", the value that turns restarting off.
+                lambda: api.update_container(
+                    container.id,
+                    restart_policy={"Name": "no"},  # type: ignore[arg-type]
+                ),
+            )
+        seconds = math.ceil(stop_timeout.total_seconds())
+        self._guard("stop", lambda: api.stop(container.id, timeout=seconds))
+
+    def remove(self, container_id: str, *, volumes: bool) -> None:
+        """Remove a stopped container; never forced, so a running one is refused (409)."""
+        api = self._client()
+        self._guard("remove", lambda: api.remove_container(container_id, v=volumes, force=False))
+
+    def compose_projects_of(self, container_ids: frozenset[str]) -> frozenset[str]:
+        """The compose projects of those of our own containers that live on this host."""
+        projects = set()
+        for container_id in container_ids:
+            try:
+                labels = self.inspect(container_id).labels
+            except ContainerGoneError:
+                continue
+            if project := labels.get(COMPOSE_PROJECT_LABEL):
+                projects.add(project)
+        return frozenset(projects)
+
+
+def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozenset[str]:
+    """The id of the container this process runs in, if any, from its bind mounts.
+
+    Docker bind-mounts /etc/hostname, /etc/hosts and /etc/resolv.conf from
+    <data-root>/containers/<id>/, which works on cgroup v1 and v2 alike. Only those mount
+    points count: on the host itself every running container's shm mount lives under
+    .../containers/<id>/ too, and must not make the janitor spare them all.
+    """
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return frozenset()
+    ids = set()
+    for line in lines:
+        fields = line.split()
+        # mountinfo: id parent major:minor root mount-point options ...
+        is_docker_bind = len(fields) > 4 and fields[4] in _FILES_DOCKER_BINDS_INTO_CONTAINERS
+        if is_docker_bind and (match := _CONTAINER_ID_IN_MOUNT.search(fields[3])):
+            ids.add(match.group(1))
+    return frozenset(ids)
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc) or type(exc).__name__
+
+
+@contextmanager
+def connect(config: HostConfig, *, timeout: timedelta, max_pool_size: int) -> Iterator[DockerHost]:
+    host = DockerHost(config, timeout=timeout, max_pool_size=max_pool_size)
+    try:
+        yield host
+    finally:
+        host.close()

@@ -1,0 +1,61 @@
+"""The janitor's named errors; each says what it means for a sweep or an action."""
+
+from __future__ import annotations
+
+from janitor.model import Outcome
+
+
+class JanitorError(Exception):
+    """Base of every error the janitor raises on purpose."""
+
+
+class ConfigError(JanitorError):
+    """The configuration cannot be used; nothing was touched. The CLI exits 2."""
+
+
+class UnknownHostError(ConfigError):
+    """A sweep was asked for a host name that is not in JANITOR_HOSTS."""
+
+
+class HostError(JanitorError):
+    """The whole host cannot be swept now: its sweep reports `failed`, other hosts go on."""
+
+
+class HostUnreachableError(HostError):
+    """The daemon did not answer: socket missing, connection refused, TLS refused, timeout."""
+
+
+class WrongHostError(HostError):
+    """The host name now reaches a different daemon than the one it reached before."""
+
+
+class LeaseLostError(HostError):
+    """The sweep's lease expired or was taken over; it must not make another change."""
+
+
+class LeaseHeldError(JanitorError):
+    """Another sweep of the same (host, task) holds the lease; this one does nothing."""
+
+
+class ContainerError(JanitorError):
+    """One container could not be acted on; `outcome` is what the report says about it."""
+
+    outcome: Outcome = Outcome.FAILED
+
+
+class ContainerGoneError(ContainerError):
+    """404: someone else removed it between the list and the action."""
+
+    outcome = Outcome.GONE
+
+
+class ContainerConflictError(ContainerError):
+    """409: the daemon refused (running, paused, not running, removal in progress)."""
+
+    outcome = Outcome.REFUSED
+
+
+class ActionFailedError(ContainerError):
+    """Any other failure of one action (timeout, server error)."""
+
+    outcome = Outcome.FAILED

@@ -1,0 +1,186 @@
+"""Plain frozen data that flows between the Docker adapter, the policy and the sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class State(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+class Task(StrEnum):
+    KILL_GHOSTS = "kill-ghosts"
+    REMOVE_STOPPED = "remove-stopped"
+
+
+class Verb(StrEnum):
+    KILL = "kill"
+    REMOVE = "remove"
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    PLANNED = "planned"
+    GONE = "gone"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+class Reason(StrEnum):
+    OVER_RUNTIME_BUDGET = "over_runtime_budget"
+    EXITED_PAST_GRACE = "exited_past_grace"
+    CREATED_NEVER_STARTED = "created_never_started"
+    BAD_LABEL = "bad_label"
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which containers are under management: one label key, optionally with a value, or all."""
+
+    key: str | None
+    value: str | None = None
+
+    @property
+    def matches_everything(self) -> bool:
+        return self.key is None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.key is None:
+            return True
+        if self.key not in labels:
+            return False
+        return self.value is None or labels[self.key] == self.value
+
+    def __str__(self) -> str:
+        if self.key is None:
+            return "*"
+        return self.key if self.value is None else f"{self.key}={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What one list call says about a container: enough to rule most of them out cheaply."""
+
+    id: str
+    name: str
+    state: State | str
+    labels: Mapping[str, str]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """What inspect says about a container. Unknown instants (Docker's zero time) are None."""
+
+    id: str
+    name: str
+    state: State | str
+    labels: Mapping[str, str]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    auto_remove: bool = False
+    restart_policy: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The policy's inputs that come from configuration and from who the janitor is."""
+
+    selector: Selector
+    max_runtime: timedelta
+    stopped_grace: timedelta
+    created_grace: timedelta
+    own_container_ids: frozenset[str] = frozenset()
+    own_compose_projects: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    container_id: str
+    name: str
+    verb: Verb
+    reason: Reason
+    # The instant the decision rested on, so the sweep can tell a container that changed since.
+    seen_started_at: datetime | None = None
+    seen_finished_at: datetime | None = None
+
+    @property
+    def actionable(self) -> bool:
+        return self.reason is not Reason.BAD_LABEL
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    outcome: Outcome
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "id": self.action.container_id,
+            "name": self.action.name,
+            "action": self.action.verb.value,
+            "reason": self.action.reason.value,
+            "outcome": self.outcome.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    task: Task
+    host: str
+    dry_run: bool
+    status: Status
+    daemon_time: datetime | None
+    scanned: int
+    duration_s: float
+    results: tuple[ActionResult, ...] = ()
+    error: str = ""
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, object]:
+        report: dict[str, object] = {
+            "task": self.task.value,
+            "host": self.host,
+            "dry_run": self.dry_run,
+            "status": self.status.value,
+            "daemon_time": _rfc3339(self.daemon_time),
+            "scanned": self.scanned,
+            "duration_s": round(self.duration_s, 3),
+            "actions": [result.to_dict() for result in self.results],
+            "counts": self.counts,
+        }
+        if self.error:
+            report["error"] = self.error
+        report.update(self.extra)
+        return report
+
+
+def _rfc3339(instant: datetime | None) -> str | None:
+    if instant is None:
+        return None
+    return instant.isoformat().replace("+00:00", "Z")

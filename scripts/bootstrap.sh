@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the janitor and its tests need on a Debian machine, idempotently:
+# Debian packages (dockerd, redis-server, busybox-static for the test image, faketime),
+# uv, and the Python environment exactly as uv.lock pins it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(docker.io redis-server busybox-static faketime)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # The packages' own service start-up is not wanted: the tests start private daemons.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+fi
+uv sync --frozen --quiet
