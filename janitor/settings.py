@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -383,6 +384,12 @@ def _shown(field_name: str, value: Any) -> str:
     if field_name == "redis_url" and isinstance(value, str):
         return repr(redact_url(value))
     return repr(value)
+
+
+@functools.cache
+def cached_settings() -> Settings:
+    """The process's settings, read once: for the Celery side, which has no `main` to pass them."""
+    return load_settings()
 
 
 def load_settings(**overrides: Any) -> Settings:

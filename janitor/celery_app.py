@@ -1,0 +1,60 @@
+"""The Celery app: configuration from celeryconfig, routing by host, logging through structlog."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import structlog
+from celery import Celery, signals
+
+from janitor import logs
+from janitor.errors import ConfigError
+from janitor.schedule import queue_for
+from janitor.settings import cached_settings
+
+
+def _settings_or_exit() -> None:
+    # A bad JANITOR_* value must stop `celery -A janitor ...` with the one-line message,
+    # not with the traceback Celery prints for any import error.
+    try:
+        cached_settings()
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"janitor: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_settings_or_exit()
+import celeryconfig  # noqa: E402  (needs the settings check above to have passed)
+
+app = Celery("janitor", include=["janitor.tasks"])
+app.config_from_object(celeryconfig)
+
+
+def route_task(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any], **_: Any
+) -> dict[str, str] | None:
+    """Send each janitor task to the queue of the host it names."""
+    if not name.startswith("janitor."):
+        return None
+    host = args[0] if args else kwargs.get("host")
+    return {"queue": queue_for(cached_settings(), host)}
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    # Connecting this signal stops Celery from configuring logging itself.
+    settings = cached_settings()
+    logs.configure(settings.log_format, settings.log_level)
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str, task: Any, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name)
+
+
+@signals.task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
