@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate the config, reach Redis and every host")
     check.set_defaults(handler=_check)
+
+    run = commands.add_parser(
+        "run", help="worker + embedded beat + Flower on this machine (starts Redis if needed)"
+    )
+    run.set_defaults(handler=_run)
     return parser
 
 
@@ -172,6 +177,15 @@ def _print_table(reports: Sequence[SweepReport], out: TextIO) -> None:
             )
         if len(shown) > SHOWN_ACTIONS:
             print(f"  ... and {len(shown) - SHOWN_ACTIONS} more (--json lists all)", file=out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    del args
+    from janitor import service
+
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level, stream=sys.stderr)
+    return service.run(settings)
 
 
 def _check(args: argparse.Namespace) -> int:
