@@ -1,6 +1,7 @@
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent and quick).
 UV := uv run --frozen
 PYTEST := $(UV) pytest
+SOURCES := janitor tests celeryconfig.py $(wildcard bench)
 
 .PHONY: setup check lint format typecheck imports test unit run demo bench soak
 
@@ -11,12 +12,12 @@ check: setup lint typecheck imports
 	$(PYTEST) -q
 
 lint:
-	$(UV) ruff check janitor tests bench celeryconfig.py
-	$(UV) ruff format --check janitor tests bench celeryconfig.py
+	$(UV) ruff check $(SOURCES)
+	$(UV) ruff format --check $(SOURCES)
 
 format:
-	$(UV) ruff check --fix janitor tests bench celeryconfig.py
-	$(UV) ruff format janitor tests bench celeryconfig.py
+	$(UV) ruff check --fix $(SOURCES)
+	$(UV) ruff format $(SOURCES)
 
 typecheck:
 	$(UV) mypy

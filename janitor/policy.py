@@ -15,6 +15,8 @@ STOPPED_GRACE_LABEL = "janitor.stopped-grace"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 
 STOPPED_STATES = frozenset({State.EXITED, State.DEAD})
+DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
+_EXPLICIT_NO = frozenset({"false", "0", "no", "off"})
 
 DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -78,7 +80,13 @@ def format_duration(duration: timedelta) -> str:
 
 
 def is_protected(labels: Mapping[str, str]) -> bool:
-    return labels.get(PROTECT_LABEL, "").strip().lower() == "true"
+    """Whether the protection label is set to anything but an explicit no.
+
+    Fail-safe: `janitor.protect=yes` or a typo protects; only false/0/no/off do not.
+    """
+    if PROTECT_LABEL not in labels:
+        return False
+    return labels[PROTECT_LABEL].strip().lower() not in _EXPLICIT_NO
 
 
 def is_in_scope(container: Summary | Container, rules: Rules) -> bool:
@@ -103,7 +111,11 @@ def _label_duration(labels: Mapping[str, str], key: str, default: timedelta) -> 
 
 
 def _budget(container: Summary | Container, task: Task, rules: Rules) -> timedelta | None:
+    """The container's budget for this task; None when any duration label is unparseable,
+    which makes the container ineligible for every task, not only the one the label is for."""
     labels = container.labels
+    if any(_label_duration(labels, key, timedelta(0)) is None for key in DURATION_LABELS):
+        return None
     if task is Task.KILL_GHOSTS:
         return _label_duration(labels, MAX_RUNTIME_LABEL, rules.max_runtime)
     if container.state == State.CREATED:
@@ -187,13 +199,14 @@ def still_warranted(
     The decision is taken again on a fresh inspect: a container restarted, started,
     stopped, relabelled or protected since is left alone.
     """
-    fresh = decide(current, task, rules, now)
-    if fresh is None or not fresh.actionable:
-        return "no_longer_eligible"
-    if fresh.verb is not action.verb or fresh.reason is not action.reason:
-        return "no_longer_eligible"
     if current.started_at != action.seen_started_at:
         return "restarted_since_decision"
     if current.finished_at != action.seen_finished_at:
         return "ran_since_decision"
+    fresh = decide(current, task, rules, now)
+    # A bad_label action is reported, never carried out, whoever asks.
+    if fresh is None or not fresh.actionable:
+        return "no_longer_eligible"
+    if fresh.verb is not action.verb or fresh.reason is not action.reason:
+        return "no_longer_eligible"
     return None

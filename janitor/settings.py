@@ -154,8 +154,9 @@ def redact_url(url: str) -> str:
     Text, not urlsplit: a password holding '/', '?', '#' or '@' (unencoded, as operators
     paste them) ends urlsplit's netloc early, and a bad port makes it raise.
     """
-    url = _QUERY_PASSWORD.sub(r"\g<head>***", url)
-    return _USERINFO_PASSWORD.sub(r"\g<head>***@\g<tail>", url)
+    # Userinfo first: its greedy match swallows a '?password=' typed inside the password.
+    url = _USERINFO_PASSWORD.sub(r"\g<head>***@\g<tail>", url)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", url)
 
 
 def _is_loopback(hostname: str) -> bool:

@@ -1,0 +1,397 @@
+"""The deployment files (docker-compose.yml, Dockerfile, .dockerignore) read as data.
+
+No Docker engine is needed: these tests hold the files to the contract (every JANITOR_*
+variable passed with the contract's default, the socket on the worker alone, Flower on
+loopback behind a password) so that a new setting or an edit cannot drift from them unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from janitor.settings import ENV_PREFIX, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+JANITOR_SERVICES = ("worker", "beat", "flower")
+SERVICES = ("redis", *JANITOR_SERVICES)
+SOCKET = "/var/run/docker.sock"
+IMAGE = "container-janitor:latest"
+COMPOSE_REDIS_URL = "redis://redis:6379/0"
+# Variables the compose file may interpolate besides the JANITOR_* settings.
+OPERATOR_VARIABLES = {"DOCKER_GID", "FLOWER_BASIC_AUTH"}
+
+DEFAULTED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):-(?P<default>[^}]*)\}")
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?(?P<message>[^}]+)\}")
+INTERPOLATED = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)")
+
+
+def _variables() -> list[str]:
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _environment(service: Mapping[str, Any]) -> dict[str, str | None]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        pairs = [item.partition("=") for item in environment]
+        return {key: (value if sep else None) for key, sep, value in pairs}
+    return {key: (None if value is None else str(value)) for key, value in environment.items()}
+
+
+def _labels(service: Mapping[str, Any]) -> dict[str, str]:
+    labels = service.get("labels") or {}
+    if isinstance(labels, list):
+        return dict(item.partition("=")[::2] for item in labels)
+    return {key: str(value) for key, value in labels.items()}
+
+
+def _command(service: Mapping[str, Any]) -> list[str]:
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else [str(arg) for arg in command]
+
+
+def _mount_ends(service: Mapping[str, Any]) -> list[str]:
+    """Source and target of every volume of the service, short or long syntax."""
+    ends: list[str] = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, str):
+            ends.extend(volume.split(":")[:2])
+        else:
+            ends.extend(str(volume.get(key, "")) for key in ("source", "target"))
+    return ends
+
+
+def _strings(node: object) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, Mapping):
+        return [text for value in node.values() for text in _strings(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in _strings(value)]
+    return []
+
+
+def _compose_defaults(services: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
+    """JANITOR_X -> the default written as ${JANITOR_X:-default}, or None when passed through."""
+    defaults: dict[str, str | None] = {}
+    for name, value in _environment(services["worker"]).items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if value is None:
+            defaults[name] = None
+            continue
+        match = DEFAULTED.fullmatch(value)
+        assert match, f"{name}: {value!r} is not ${{{name}:-default}}"
+        assert match["name"] == name, f"{name} interpolates {match['name']}"
+        defaults[name] = match["default"]
+    return defaults
+
+
+# --- docker-compose.yml ------------------------------------------------------------------
+
+
+def test_compose_has_the_four_services(services: dict[str, Any]) -> None:
+    assert set(services) == set(SERVICES)
+
+
+def test_only_the_worker_mounts_the_docker_socket(services: dict[str, Any]) -> None:
+    assert SOCKET in _mount_ends(services["worker"])
+    for name, service in services.items():
+        if name != "worker":
+            assert not any("docker.sock" in end for end in _mount_ends(service)), name
+
+
+def test_only_the_worker_joins_the_socket_group(services: dict[str, Any]) -> None:
+    (group,) = services["worker"]["group_add"]
+    # Required, not defaulted: the docker group's id differs from host to host.
+    match = REQUIRED.fullmatch(str(group))
+    assert match, group
+    assert match["name"] == "DOCKER_GID"
+    for name in SERVICES:
+        if name != "worker":
+            assert "group_add" not in services[name], name
+
+
+def test_flower_is_published_on_loopback_only(services: dict[str, Any]) -> None:
+    ports = services["flower"]["ports"]
+    assert ports
+    for port in ports:
+        if isinstance(port, str):
+            host_ip, _, rest = port.partition(":")
+            assert host_ip == "127.0.0.1", port
+            assert rest.count(":") == 1, port
+        else:
+            assert port.get("host_ip") in ("127.0.0.1", "::1"), port
+
+
+def test_flower_requires_basic_auth(services: dict[str, Any]) -> None:
+    value = _environment(services["flower"])["FLOWER_BASIC_AUTH"]
+    assert value is not None
+    match = REQUIRED.fullmatch(value)
+    assert match, f"FLOWER_BASIC_AUTH={value!r} must use ${{FLOWER_BASIC_AUTH:?message}}"
+    assert match["name"] == "FLOWER_BASIC_AUTH"
+
+
+def test_no_service_but_flower_publishes_a_port(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        if name != "flower":
+            assert not service.get("ports"), name
+
+
+@pytest.mark.parametrize("service", JANITOR_SERVICES)
+def test_every_setting_is_passed_to_the_celery_services(
+    services: dict[str, Any], service: str
+) -> None:
+    missing = set(_variables()) - set(_environment(services[service]))
+    assert not missing, f"{service} lacks {sorted(missing)}"
+
+
+def test_compose_interpolates_only_known_variables(compose: dict[str, Any]) -> None:
+    used = {match["name"] for text in _strings(compose) for match in INTERPOLATED.finditer(text)}
+    assert used <= set(_variables()) | OPERATOR_VARIABLES, used
+
+
+def test_compose_defaults_are_the_settings_defaults(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = _compose_defaults(services)
+    assert set(defaults) == set(_variables())
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, default in defaults.items():
+        if default is not None:
+            monkeypatch.setenv(name, default)
+
+    settings = load_settings()
+
+    for field_name, field in Settings.model_fields.items():
+        expected = COMPOSE_REDIS_URL if field_name == "redis_url" else field.default
+        assert getattr(settings, field_name) == expected, field_name
+
+
+def test_passed_through_variables_default_to_unset(services: dict[str, Any]) -> None:
+    # `JANITOR_X:` with no value is passed on only when set; unset must mean the default.
+    passed_through = [name for name, value in _compose_defaults(services).items() if value is None]
+    assert passed_through == [
+        "JANITOR_TLS_CA_CERT",
+        "JANITOR_TLS_CLIENT_CERT",
+        "JANITOR_TLS_CLIENT_KEY",
+    ]
+    for name in passed_through:
+        assert Settings.model_fields[name.removeprefix(ENV_PREFIX).lower()].default is None
+
+
+def test_the_celery_services_share_one_environment(services: dict[str, Any]) -> None:
+    worker = _environment(services["worker"])
+    assert _environment(services["beat"]) == worker
+    flower = _environment(services["flower"])
+    assert {key: value for key, value in flower.items() if key.startswith(ENV_PREFIX)} == worker
+
+
+def test_every_service_is_protected(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        assert _labels(service).get("janitor.protect") == "true", name
+
+
+def test_the_commands_run_the_celery_app(services: dict[str, Any]) -> None:
+    for name in JANITOR_SERVICES:
+        assert _command(services[name])[:4] == ["celery", "-A", "janitor", name], name
+
+
+def test_beat_keeps_its_schedule_where_it_can_write(services: dict[str, Any]) -> None:
+    beat = services["beat"]
+    command = _command(beat)
+    schedule = command[command.index("--schedule") + 1]
+    assert schedule.startswith("/tmp/")
+    assert "/tmp" in beat["tmpfs"]
+
+
+def test_the_celery_services_run_the_built_image_after_redis(services: dict[str, Any]) -> None:
+    for name in JANITOR_SERVICES:
+        service = services[name]
+        assert service["image"] == IMAGE, name
+        assert service["build"] == ".", name
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_redis_is_persistent_and_checked(services: dict[str, Any], compose: dict[str, Any]) -> None:
+    redis = services["redis"]
+    assert redis["image"] == "redis:7-alpine"
+    assert _command(redis)[-2:] == ["--appendonly", "yes"]
+    volume = redis["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]
+    assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_every_service_restarts(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_the_janitor_talks_to_the_compose_redis(services: dict[str, Any]) -> None:
+    assert _compose_defaults(services)["JANITOR_REDIS_URL"] == COMPOSE_REDIS_URL
+
+
+# --- Dockerfile -------------------------------------------------------------------------
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), " ".join(arguments.split())))
+        pending = ""
+    assert not pending, "the Dockerfile ends in a continuation"
+    return instructions
+
+
+def _arguments(keyword: str) -> list[str]:
+    return [arguments for name, arguments in _instructions() if name == keyword]
+
+
+def _index(keyword: str, fragment: str) -> int:
+    """Position of the first KEYWORD instruction whose arguments hold the fragment."""
+    for index, (name, arguments) in enumerate(_instructions()):
+        if name == keyword and fragment in arguments:
+            return index
+    raise AssertionError(f"no {keyword} with {fragment!r} in the Dockerfile")
+
+
+def test_dockerfile_builds_on_slim_python_311() -> None:
+    (base,) = _arguments("FROM")
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-bookworm)?(@sha256:[0-9a-f]{64})?", base)
+
+
+def test_dockerfile_runs_as_a_non_root_user() -> None:
+    users = _arguments("USER")
+    assert users, "the Dockerfile has no USER"
+    user = users[-1].partition(":")[0]
+    assert user not in ("root", "0")
+    assert user in ("janitor", "10001")
+    assert "--uid 10001" in " ".join(_arguments("RUN"))
+
+
+def test_dockerfile_installs_from_the_lock_dependencies_first() -> None:
+    syncs = [run for run in _arguments("RUN") if "uv sync" in run]
+    assert len(syncs) == 2
+    assert all("--frozen" in run and "--no-dev" in run for run in syncs)
+    assert "--no-install-project" in syncs[0]
+    assert "--no-install-project" not in syncs[1]
+    # The lock is copied before the dependency layer, the code only after it.
+    assert (
+        _index("COPY", "uv.lock")
+        < _index("RUN", "--no-install-project")
+        < _index("COPY", "janitor/")
+        < _index("RUN", syncs[1])
+    )
+
+
+def test_dockerfile_puts_the_venv_on_path_and_starts_a_worker() -> None:
+    assert any("PATH=" in env and "/app/.venv/bin" in env for env in _arguments("ENV")), (
+        "PATH lacks the venv"
+    )
+    (command,) = _arguments("CMD")
+    assert json.loads(command)[:4] == ["celery", "-A", "janitor", "worker"]
+
+
+# --- .dockerignore ----------------------------------------------------------------------
+
+
+def _ignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    """(is_exception, regex) in order, as Docker reads .dockerignore."""
+    patterns: list[tuple[bool, re.Pattern[str]]] = []
+    for raw in DOCKERIGNORE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = line.removeprefix("!").strip("/")
+        regex = ""
+        for part in re.split(r"(\*\*/|\*\*|\*|\?)", pattern):
+            regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+                part, re.escape(part).replace(r"\[", "[").replace(r"\]", "]")
+            )
+        patterns.append((exception, re.compile(regex)))
+    return patterns
+
+
+def _is_ignored(path: str) -> bool:
+    """Last matching pattern wins; a pattern matching a directory matches what is in it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    ignored = False
+    for exception, regex in _ignore_patterns():
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            ignored = not exception
+    return ignored
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".env",
+        ".pytest_cache/README.md",
+        ".hypothesis/examples/x",
+        ".mypy_cache/3.11/x.json",
+        "bench/results/run.json",
+        "tests/conftest.py",
+        "janitor/__pycache__/settings.cpython-311.pyc",
+    ],
+)
+def test_dockerignore_keeps_out(path: str) -> None:
+    assert _is_ignored(path)
+
+
+def test_dockerignore_lets_in_everything_the_dockerfile_copies() -> None:
+    sources = [
+        source.rstrip("/")
+        for arguments in _arguments("COPY")
+        for source in arguments.split()[:-1]
+        if not source.startswith("--")
+    ]
+    assert "uv.lock" in sources
+    for source in sources:
+        path = ROOT / source
+        assert path.exists(), source
+        files = [path] if path.is_file() else list(path.rglob("*.py"))
+        for file in files:
+            relative = file.relative_to(ROOT).as_posix()
+            if "__pycache__" not in relative:
+                assert not _is_ignored(relative), relative
