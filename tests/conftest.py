@@ -27,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NoReturn
 
 import pytest
-from support.daemons import DockerHost, ExternalDaemon, PrivateDaemon
-from support.image import ensure_test_image
 from support.redisserver import ExternalRedis, PrivateRedis, RedisHost
+
+from janitor.sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
+from janitor.sandbox.image import ensure_test_image
 
 HOST_NAMES = ("alpha", "beta")
 
@@ -45,7 +46,7 @@ def _interrupt(signum: int, frame: types.FrameType | None) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def docker_hosts() -> Iterator[list[DockerHost]]:
+def docker_hosts() -> Iterator[list[Engine]]:
     hosts = _external_hosts() if os.environ.get("JANITOR_TEST_DOCKER_URLS") else _private_hosts()
     try:
         yield hosts
@@ -55,12 +56,12 @@ def docker_hosts() -> Iterator[list[DockerHost]]:
 
 
 @pytest.fixture
-def alpha(docker_hosts: list[DockerHost]) -> Iterator[DockerHost]:
+def alpha(docker_hosts: list[Engine]) -> Iterator[Engine]:
     yield from _fresh(docker_hosts[0])
 
 
 @pytest.fixture
-def beta(docker_hosts: list[DockerHost]) -> Iterator[DockerHost]:
+def beta(docker_hosts: list[Engine]) -> Iterator[Engine]:
     yield from _fresh(docker_hosts[1])
 
 
@@ -85,7 +86,7 @@ def redis_url(redis_server: RedisHost) -> Iterator[str]:
     _revive(redis_server)
 
 
-def _fresh(host: DockerHost) -> Iterator[DockerHost]:
+def _fresh(host: Engine) -> Iterator[Engine]:
     # Before as well as after: a test that used `docker_hosts` directly may have left things.
     host.reset()
     yield host
@@ -97,13 +98,13 @@ def _revive(server: RedisHost) -> None:
         server.start()
 
 
-def _private_hosts() -> list[DockerHost]:
+def _private_hosts() -> list[Engine]:
     # dockerd takes a few seconds to come up; two at once halve the wait.
     with ThreadPoolExecutor(max_workers=len(HOST_NAMES)) as pool:
         futures = [pool.submit(_start_private, name) for name in HOST_NAMES]
         wait(futures)
     failures = [error for future in futures if (error := future.exception()) is not None]
-    started: list[DockerHost] = [f.result() for f in futures if f.exception() is None]
+    started: list[Engine] = [f.result() for f in futures if f.exception() is None]
     if failures:
         for host in started:
             host.cleanup()
@@ -122,13 +123,13 @@ def _start_private(name: str) -> PrivateDaemon:
     return daemon
 
 
-def _external_hosts() -> list[DockerHost]:
+def _external_hosts() -> list[Engine]:
     urls = [url.strip() for url in os.environ["JANITOR_TEST_DOCKER_URLS"].split(",")]
     if len(urls) != len(HOST_NAMES):
         raise RuntimeError(
             f"JANITOR_TEST_DOCKER_URLS needs {len(HOST_NAMES)} comma-separated URLs, got {urls}"
         )
-    hosts: list[DockerHost] = []
+    hosts: list[Engine] = []
     try:
         for name, url in zip(HOST_NAMES, urls, strict=True):
             host = ExternalDaemon(name, url)

@@ -16,19 +16,20 @@ from support.containers import (
     run_running,
     status,
 )
-from support.daemons import DockerHost
-from support.image import IMAGE
 from support.redisserver import RedisHost
 
+from janitor.sandbox.daemons import Engine
+from janitor.sandbox.image import IMAGE
 
-def test_two_hosts_are_two_daemons(alpha: DockerHost, beta: DockerHost) -> None:
+
+def test_two_hosts_are_two_daemons(alpha: Engine, beta: Engine) -> None:
     assert alpha.daemon_id != beta.daemon_id
     assert alpha.url != beta.url
     run_running(alpha.client())
     assert container_ids(beta.client()) == set()
 
 
-def test_planted_containers_reach_their_states(alpha: DockerHost) -> None:
+def test_planted_containers_reach_their_states(alpha: Engine) -> None:
     client = alpha.client()
     planted = {
         "running": run_running(client, labels={"janitor.test": "yes"}),
@@ -55,7 +56,7 @@ def test_planted_containers_reach_their_states(alpha: DockerHost) -> None:
     }
 
 
-def test_anonymous_volume_is_created(alpha: DockerHost) -> None:
+def test_anonymous_volume_is_created(alpha: Engine) -> None:
     client = alpha.client()
     container_id = run_exited(client, volumes=["/data"])
     mounts = client.api.inspect_container(container_id)["Mounts"]
@@ -64,7 +65,7 @@ def test_anonymous_volume_is_created(alpha: DockerHost) -> None:
     assert mounts[0]["Name"] in volume_names
 
 
-def test_restart_keeps_containers(alpha: DockerHost) -> None:
+def test_restart_keeps_containers(alpha: Engine) -> None:
     client = alpha.client()
     exited = run_exited(client)
     running = run_running(client, command=TERM_AWARE)
@@ -76,7 +77,7 @@ def test_restart_keeps_containers(alpha: DockerHost) -> None:
     assert status(client, running) == "exited"
 
 
-def test_frozen_daemon_times_out_until_thawed(alpha: DockerHost) -> None:
+def test_frozen_daemon_times_out_until_thawed(alpha: Engine) -> None:
     # An explicit version: asking the frozen daemon for it would time out in the constructor.
     impatient = docker.DockerClient(base_url=alpha.url, timeout=1, version="1.41")
     try:
@@ -89,7 +90,7 @@ def test_frozen_daemon_times_out_until_thawed(alpha: DockerHost) -> None:
         impatient.close()
 
 
-def test_reset_brings_a_stopped_daemon_back_empty(alpha: DockerHost) -> None:
+def test_reset_brings_a_stopped_daemon_back_empty(alpha: Engine) -> None:
     run_exited(alpha.client())
     alpha.stop()
     alpha.reset()

@@ -16,7 +16,8 @@ from support.containers import (
     run_running,
     status,
 )
-from support.daemons import DockerHost
+
+from janitor.sandbox.daemons import Engine
 
 MANAGED = {"janitor.managed": "true"}
 PROTECTED = {"janitor.managed": "true", "janitor.protect": "true"}
@@ -25,7 +26,7 @@ LONG = "1h"
 AGE = 1.5  # seconds to wait so that a 1s budget is exceeded
 
 
-def state(host: DockerHost, container_id: str) -> str:
+def state(host: Engine, container_id: str) -> str:
     try:
         return status(host.client(), container_id)
     except docker.errors.NotFound:
@@ -38,7 +39,7 @@ def outcomes(report: dict[str, object]) -> dict[str, tuple[str, str, str]]:
     return {a["id"]: (a["action"], a["reason"], a["outcome"]) for a in actions}
 
 
-def test_ghost_over_budget_is_killed_and_young_one_is_left(alpha: DockerHost) -> None:
+def test_ghost_over_budget_is_killed_and_young_one_is_left(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED, name="ghost")
     # The young container must stay under budget while the CLI starts and decides.
     time.sleep(4.5)
@@ -54,7 +55,7 @@ def test_ghost_over_budget_is_killed_and_young_one_is_left(alpha: DockerHost) ->
     assert state(alpha, young) == "running"
 
 
-def test_runtime_label_overrides_the_budget_both_ways(alpha: DockerHost) -> None:
+def test_runtime_label_overrides_the_budget_both_ways(alpha: Engine) -> None:
     shorter = run_running(alpha.client(), labels={**MANAGED, "janitor.max-runtime": "1s"})
     longer = run_running(alpha.client(), labels={**MANAGED, "janitor.max-runtime": "PT1H"})
     time.sleep(AGE)
@@ -71,7 +72,7 @@ def test_runtime_label_overrides_the_budget_both_ways(alpha: DockerHost) -> None
     assert state(alpha, longer) == "running"
 
 
-def test_term_aware_ghost_stops_gracefully(alpha: DockerHost) -> None:
+def test_term_aware_ghost_stops_gracefully(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED, command=TERM_AWARE)
     time.sleep(AGE)
     env = janitor_env({"alpha": alpha.url}, max_runtime="1s", stop_timeout="10s")
@@ -93,7 +94,7 @@ def test_term_aware_ghost_stops_gracefully(alpha: DockerHost) -> None:
     ],
 )
 def test_protected_and_unmanaged_are_untouched_under_every_selector(
-    alpha: DockerHost, selector: str, in_scope_labels: dict[str, str]
+    alpha: Engine, selector: str, in_scope_labels: dict[str, str]
 ) -> None:
     client = alpha.client()
     in_scope = run_running(client, labels=in_scope_labels)
@@ -127,7 +128,7 @@ def test_protected_and_unmanaged_are_untouched_under_every_selector(
     assert all(state(alpha, c) != "gone" for c in untouchables)
 
 
-def test_exited_past_grace_removed_within_grace_kept_label_both_ways(alpha: DockerHost) -> None:
+def test_exited_past_grace_removed_within_grace_kept_label_both_ways(alpha: Engine) -> None:
     client = alpha.client()
     old = run_exited(client, labels=MANAGED, exit_code=3)
     short_label = run_exited(client, labels={**MANAGED, "janitor.stopped-grace": "1s"})
@@ -151,7 +152,7 @@ def test_exited_past_grace_removed_within_grace_kept_label_both_ways(alpha: Dock
     assert outcomes(strict.report("alpha", "remove-stopped")) == {}
 
 
-def test_created_never_started_removed_after_created_grace(alpha: DockerHost) -> None:
+def test_created_never_started_removed_after_created_grace(alpha: Engine) -> None:
     client = alpha.client()
     old = create_only(client, labels=MANAGED)
     time.sleep(4.5)
@@ -164,7 +165,7 @@ def test_created_never_started_removed_after_created_grace(alpha: DockerHost) ->
     assert state(alpha, young) == "created"
 
 
-def test_paused_and_restarting_are_untouched(alpha: DockerHost) -> None:
+def test_paused_and_restarting_are_untouched(alpha: Engine) -> None:
     client = alpha.client()
     paused = run_paused(client, labels=MANAGED)
     restarting = run_restarting(client, labels=MANAGED)
@@ -185,7 +186,7 @@ def test_paused_and_restarting_are_untouched(alpha: DockerHost) -> None:
     assert restarting not in remove_actions
 
 
-def test_restart_always_ghost_stays_down_after_daemon_restart(alpha: DockerHost) -> None:
+def test_restart_always_ghost_stays_down_after_daemon_restart(alpha: Engine) -> None:
     client = alpha.client()
     always = run_running(client, labels=MANAGED, restart_policy={"Name": "always"})
     on_failure = run_running(
@@ -203,7 +204,7 @@ def test_restart_always_ghost_stays_down_after_daemon_restart(alpha: DockerHost)
     assert policy in ("no", "")
 
 
-def test_auto_remove_containers_are_not_removed_by_the_janitor(alpha: DockerHost) -> None:
+def test_auto_remove_containers_are_not_removed_by_the_janitor(alpha: Engine) -> None:
     client = alpha.client()
     # AutoRemove applies once the container ran; a created one shows the exemption plainly.
     auto = create_only(client, labels=MANAGED, auto_remove=True)
@@ -215,7 +216,7 @@ def test_auto_remove_containers_are_not_removed_by_the_janitor(alpha: DockerHost
     assert state(alpha, auto) == "created"
 
 
-def test_auto_remove_ghost_is_killed_and_the_daemon_removes_it(alpha: DockerHost) -> None:
+def test_auto_remove_ghost_is_killed_and_the_daemon_removes_it(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED, auto_remove=True)
     time.sleep(AGE)
     run = sweep_json(janitor_env({"alpha": alpha.url}, max_runtime="1s"), "--task", "kill-ghosts")
@@ -228,7 +229,7 @@ def test_auto_remove_ghost_is_killed_and_the_daemon_removes_it(alpha: DockerHost
 
 @pytest.mark.parametrize(("remove_volumes", "volume_survives"), [("true", False), ("false", True)])
 def test_anonymous_volume_goes_with_the_container(
-    alpha: DockerHost, remove_volumes: str, volume_survives: bool
+    alpha: Engine, remove_volumes: str, volume_survives: bool
 ) -> None:
     api = alpha.api()
     exited = run_exited(alpha.client(), labels=MANAGED, volumes=["/data"])
@@ -242,7 +243,7 @@ def test_anonymous_volume_goes_with_the_container(
     assert (volume in names) is volume_survives
 
 
-def test_bad_label_makes_a_container_ineligible_and_is_reported(alpha: DockerHost) -> None:
+def test_bad_label_makes_a_container_ineligible_and_is_reported(alpha: Engine) -> None:
     client = alpha.client()
     bad_running = run_running(client, labels={**MANAGED, "janitor.max-runtime": "banana"})
     bad_exited = run_exited(client, labels={**MANAGED, "janitor.stopped-grace": "-5m"})

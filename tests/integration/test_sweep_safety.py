@@ -10,11 +10,11 @@ import docker.errors
 import redis
 from support.cli import janitor_env, run_janitor, sweep_json
 from support.containers import container_ids, run_exited, run_running, status
-from support.daemons import DockerHost
 
-from janitor.dockerhost import DockerHost as JanitorDockerHost
+from janitor.dockerhost import DockerHost
 from janitor.locks import NoLease, lease_key
 from janitor.model import Container, Task
+from janitor.sandbox.daemons import Engine
 from janitor.settings import HostConfig, Settings
 from janitor.sweep import SweepOptions, run_sweep
 
@@ -24,14 +24,14 @@ REPORT_KEYS = {"task", "host", "dry_run", "status", "daemon_time", "scanned", "d
 REPORT_KEYS |= {"actions", "counts"}
 
 
-def state(host: DockerHost, container_id: str) -> str:
+def state(host: Engine, container_id: str) -> str:
     try:
         return status(host.client(), container_id)
     except docker.errors.NotFound:
         return "gone"
 
 
-class MeddlingHost(JanitorDockerHost):
+class MeddlingHost(DockerHost):
     """The janitor's real adapter, with someone else acting on a container right before the
     janitor's re-check: the race the sweep must lose gracefully."""
 
@@ -49,11 +49,11 @@ class MeddlingHost(JanitorDockerHost):
         return super().inspect(container_id)
 
 
-def _settings(host: DockerHost, **overrides: object) -> Settings:
+def _settings(host: Engine, **overrides: object) -> Settings:
     return Settings(hosts=f"alpha={host.url}", **overrides)  # type: ignore[arg-type]
 
 
-def test_container_removed_by_someone_else_is_gone(alpha: DockerHost) -> None:
+def test_container_removed_by_someone_else_is_gone(alpha: Engine) -> None:
     exited = run_exited(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     settings = _settings(alpha, stopped_grace="1s")
@@ -69,7 +69,7 @@ def test_container_removed_by_someone_else_is_gone(alpha: DockerHost) -> None:
     assert report.status.value == "ok"
 
 
-def test_container_restarted_after_the_decision_is_not_killed(alpha: DockerHost) -> None:
+def test_container_restarted_after_the_decision_is_not_killed(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     settings = _settings(alpha, max_runtime="1s")
@@ -86,7 +86,7 @@ def test_container_restarted_after_the_decision_is_not_killed(alpha: DockerHost)
     assert state(alpha, ghost) == "running"
 
 
-def test_container_started_after_the_decision_is_not_removed(alpha: DockerHost) -> None:
+def test_container_started_after_the_decision_is_not_removed(alpha: Engine) -> None:
     exited = run_exited(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     settings = _settings(alpha, stopped_grace="1s")
@@ -101,7 +101,7 @@ def test_container_started_after_the_decision_is_not_removed(alpha: DockerHost) 
     assert state(alpha, exited) in ("running", "exited")
 
 
-def test_dry_run_changes_nothing_and_plans_everything(alpha: DockerHost) -> None:
+def test_dry_run_changes_nothing_and_plans_everything(alpha: Engine) -> None:
     client = alpha.client()
     ghost = run_running(client, labels=MANAGED)
     exited = run_exited(client, labels=MANAGED)
@@ -122,7 +122,7 @@ def test_dry_run_changes_nothing_and_plans_everything(alpha: DockerHost) -> None
     assert all(r["dry_run"] for r in run.reports)
 
 
-def test_blast_radius_cap_aborts_with_zero_changes(alpha: DockerHost) -> None:
+def test_blast_radius_cap_aborts_with_zero_changes(alpha: Engine) -> None:
     exited = [run_exited(alpha.client(), labels=MANAGED) for _ in range(4)]
     time.sleep(AGE)
     env = janitor_env({"alpha": alpha.url}, stopped_grace="1s", max_actions="3")
@@ -141,7 +141,7 @@ def test_blast_radius_cap_aborts_with_zero_changes(alpha: DockerHost) -> None:
     assert run.report("alpha", "remove-stopped")["counts"] == {"done": 4}
 
 
-def test_two_hosts_one_down_the_other_is_still_swept(alpha: DockerHost, beta: DockerHost) -> None:
+def test_two_hosts_one_down_the_other_is_still_swept(alpha: Engine, beta: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED)
     exited = run_exited(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
@@ -161,7 +161,7 @@ def test_two_hosts_one_down_the_other_is_still_swept(alpha: DockerHost, beta: Do
     assert state(alpha, exited) == "gone"
 
 
-def test_report_has_exactly_the_contract_fields(alpha: DockerHost) -> None:
+def test_report_has_exactly_the_contract_fields(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     run = sweep_json(janitor_env({"alpha": alpha.url}, max_runtime="1s"), "--task", "kill-ghosts")
@@ -184,7 +184,7 @@ def test_report_has_exactly_the_contract_fields(alpha: DockerHost) -> None:
     assert action["name"]
 
 
-def test_json_output_is_only_json_and_logs_go_to_stderr(alpha: DockerHost) -> None:
+def test_json_output_is_only_json_and_logs_go_to_stderr(alpha: Engine) -> None:
     run_running(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     run = sweep_json(janitor_env({"alpha": alpha.url}, max_runtime="1s"))
@@ -197,7 +197,7 @@ def test_json_output_is_only_json_and_logs_go_to_stderr(alpha: DockerHost) -> No
     assert "Redis not reachable" in run.stderr
 
 
-def test_human_table_lists_hosts_and_actions(alpha: DockerHost) -> None:
+def test_human_table_lists_hosts_and_actions(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED, name="old-build")
     time.sleep(AGE)
     run = run_janitor(["sweep"], janitor_env({"alpha": alpha.url}, max_runtime="1s"))
@@ -208,7 +208,7 @@ def test_human_table_lists_hosts_and_actions(alpha: DockerHost) -> None:
     assert any(ghost[:12] in line and "old-build" in line and "done" in line for line in lines)
 
 
-def test_held_lease_skips_the_host_and_changes_nothing(alpha: DockerHost, redis_url: str) -> None:
+def test_held_lease_skips_the_host_and_changes_nothing(alpha: Engine, redis_url: str) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     client = redis.Redis.from_url(redis_url)
@@ -227,7 +227,7 @@ def test_held_lease_skips_the_host_and_changes_nothing(alpha: DockerHost, redis_
 
 
 def test_wrong_daemon_behind_a_known_host_name_is_refused(
-    alpha: DockerHost, beta: DockerHost, redis_url: str
+    alpha: Engine, beta: Engine, redis_url: str
 ) -> None:
     on_beta = run_running(beta.client(), labels=MANAGED)
     time.sleep(AGE)
@@ -245,7 +245,7 @@ def test_wrong_daemon_behind_a_known_host_name_is_refused(
     assert state(beta, on_beta) == "running"
 
 
-def test_unknown_host_and_bad_config_exit_2_with_one_line(alpha: DockerHost) -> None:
+def test_unknown_host_and_bad_config_exit_2_with_one_line(alpha: Engine) -> None:
     before = container_ids(alpha.client())
     run = run_janitor(["sweep", "--host", "nope"], janitor_env({"alpha": alpha.url}))
     assert run.code == 2
@@ -261,7 +261,7 @@ def test_unknown_host_and_bad_config_exit_2_with_one_line(alpha: DockerHost) -> 
     assert container_ids(alpha.client()) == before
 
 
-def test_check_reports_each_part(alpha: DockerHost, beta: DockerHost, redis_url: str) -> None:
+def test_check_reports_each_part(alpha: Engine, beta: Engine, redis_url: str) -> None:
     env = janitor_env({"alpha": alpha.url, "beta": beta.url}, redis_url=redis_url)
     run = run_janitor(["check"], env)
     assert run.code == 0, run.stdout

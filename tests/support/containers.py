@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import docker
 
-from .image import IMAGE
+from janitor.sandbox.image import IMAGE
 
 RestartPolicy = Mapping[str, str | int]
 

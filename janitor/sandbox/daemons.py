@@ -20,7 +20,7 @@ from typing import Protocol, Self
 
 import docker
 
-from .image import IMAGE
+from janitor.sandbox.image import IMAGE
 
 START_TIMEOUT = 60.0
 # dockerd stops running containers before it exits, 10 s each (in parallel) for a PID 1
@@ -30,7 +30,7 @@ CLIENT_TIMEOUT = 60
 RESET_TIMEOUT = 60.0
 
 
-class DockerHost(Protocol):
+class Engine(Protocol):
     """What tests may ask of a Docker host, private or not."""
 
     name: str

@@ -23,11 +23,17 @@ _PT_INTERP = 3
 def ensure_test_image(api: docker.APIClient) -> str:
     """Import the test image into the daemon behind `api` unless it is there; return its id."""
     try:
-        return str(api.inspect_image(IMAGE)["Id"])
+        return image_id(api)
     except docker.errors.ImageNotFound:
         repository, tag = IMAGE.split(":")
         api.import_image_from_data(_rootfs_tar(), repository=repository, tag=tag)
-        return str(api.inspect_image(IMAGE)["Id"])
+        return image_id(api)
+
+
+def image_id(api: docker.APIClient) -> str:
+    # The stubs leave inspect_image untyped.
+    info: dict[str, object] = api.inspect_image(IMAGE)  # type: ignore[no-untyped-call]
+    return str(info["Id"])
 
 
 @functools.cache
