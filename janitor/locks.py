@@ -49,7 +49,8 @@ class NoLease:
 
 
 def lease_key(host: str, task: str) -> str:
-    return f"janitor:lease:{host}:{task}"
+    # Not under janitor:lease:, which holds the owner leases that spawning services renew.
+    return f"janitor:sweep:{host}:{task}"
 
 
 def daemon_id_key(host: str) -> str:
