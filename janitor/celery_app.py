@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import structlog
@@ -25,8 +29,21 @@ def _settings_or_exit() -> None:
         raise SystemExit(2) from None
 
 
+def _metrics_dir_in_environment() -> None:
+    # prometheus_client picks its storage when first imported: the directory must be in the
+    # environment before that, and before the pool forks, so every process writes there.
+    if cached_settings().metrics_port and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        path = tempfile.mkdtemp(prefix="janitor-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        creator = os.getpid()
+        # Pool children inherit this hook but leave through os._exit; only we remove it.
+        atexit.register(lambda: os.getpid() == creator and shutil.rmtree(path, True))
+
+
 _settings_or_exit()
+_metrics_dir_in_environment()
 import celeryconfig  # noqa: E402  (needs the settings check above to have passed)
+from janitor import metrics  # noqa: E402  (after the metrics directory is set)
 
 app = Celery("janitor", include=["janitor.tasks"])
 app.config_from_object(celeryconfig)
@@ -58,3 +75,15 @@ def _bind_task(task_id: str, task: Any, **_: Any) -> None:
 @signals.task_postrun.connect
 def _unbind_task(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    port = cached_settings().metrics_port
+    if port:
+        metrics.serve(port)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_process(pid: int, **_: Any) -> None:
+    metrics.forget_process(pid)

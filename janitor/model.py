@@ -153,7 +153,8 @@ class SweepReport:
     duration_s: float
     results: tuple[ActionResult, ...] = ()
     error: str = ""
-    extra: Mapping[str, object] = field(default_factory=dict)
+    # Containers under the selector by state, for the metrics; not part of the JSON report.
+    census: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -176,7 +177,6 @@ class SweepReport:
         }
         if self.error:
             report["error"] = self.error
-        report.update(self.extra)
         return report
 
 

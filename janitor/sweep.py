@@ -5,6 +5,7 @@ It decides nothing about WHICH containers: that is `policy`. It knows nothing of
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Sequence
@@ -118,12 +119,14 @@ class _Sweep:
         self.log = log.bind(host=docker.name, task=self.task.value, dry_run=options.dry_run)
         self.started = time.monotonic()
         self.scanned = 0
+        self.census: dict[str, int] = {}
         self.halt = _Halt()
 
     def run(self) -> SweepReport:
         try:
             summaries = self.docker.list(self.rules.selector)
             self.scanned = len(summaries)
+            self.census = dict(collections.Counter(str(s.state) for s in summaries))
             candidates = [
                 s for s in summaries if policy.could_be_eligible(s, self.task, self.rules, self.now)
             ]
@@ -235,6 +238,7 @@ class _Sweep:
             duration_s=time.monotonic() - self.started,
             results=results,
             error=error if status is Status.FAILED else "",
+            census=self.census,
         )
 
 

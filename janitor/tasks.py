@@ -7,6 +7,7 @@ import time
 
 import redis
 
+from janitor import metrics
 from janitor.celery_app import app
 from janitor.model import Task
 from janitor.schedule import time_limits
@@ -31,7 +32,11 @@ def _sweep(host: str, task: Task) -> dict[str, object] | None:
     settings.host(host)  # UnknownHostError: rejected before anything is touched
     deadline = time.monotonic() + time_limits(settings, task).cutoff.total_seconds()
     report = sweep_host(settings, host, task, redis_client=_redis(), deadline=deadline)
-    return None if report is None else report.to_dict()
+    if report is None:
+        metrics.record_skipped(host, task.value)
+        return None
+    metrics.record(report)
+    return report.to_dict()
 
 
 @app.task(name="janitor.kill_ghosts")

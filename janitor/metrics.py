@@ -1,0 +1,104 @@
+"""Prometheus metrics fed from sweep reports, summed across Celery's prefork processes.
+
+prometheus_client keeps per-process values in files under PROMETHEUS_MULTIPROC_DIR, which
+must be in the environment before the first value is made: `celery_app` sets it first.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+    values,
+)
+
+from janitor.model import SweepReport
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(
+    values.ValueClass, "_multiprocess", False
+):
+    # Celery's command line loads Flower's plugin, which imports prometheus_client before our
+    # app can set the directory; choose the storage again, before any labelled value exists.
+    values.ValueClass = values.get_value_class()
+
+ACTIONS = Counter(
+    "janitor_actions_total", "Actions taken on containers, by outcome", ["host", "task", "outcome"]
+)
+SWEEP_DURATION = Histogram(
+    "janitor_sweep_duration_seconds",
+    "Wall time of one sweep of one host",
+    ["host", "task"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+SWEEPS = Counter(
+    "janitor_sweeps_total",
+    "Sweeps by final status (skipped: lease held)",
+    ["host", "task", "status"],
+)
+MANAGED = Gauge(
+    "janitor_managed_containers",
+    "Containers under the selector at the last sweep, by state",
+    ["host", "state"],
+    multiprocess_mode="mostrecent",
+)
+DEFERRED = Gauge(
+    "janitor_sweep_deferred",
+    "1 while the stopped-container sweep of a host is deferred by a spawn spike",
+    ["host"],
+    multiprocess_mode="mostrecent",
+)
+DEFERRALS = Counter(
+    "janitor_deferrals_total", "Stopped-container sweeps put off by a spawn spike", ["host"]
+)
+SPAWN_RATE = Gauge(
+    "janitor_spawn_rate_per_minute",
+    "Container starts per minute seen at the last pacing check",
+    ["host"],
+    multiprocess_mode="mostrecent",
+)
+PRESSURE = Gauge(
+    "janitor_host_pressure_ratio",
+    "Share of memory or CPU in use on the host at the last reading (0..1)",
+    ["host", "resource"],
+    multiprocess_mode="mostrecent",
+)
+UNDER_PRESSURE = Gauge(
+    "janitor_host_under_pressure",
+    "1 while the host is above its pressure watermark (until it falls under the low one)",
+    ["host"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def record(report: SweepReport) -> None:
+    labels = {"host": report.host, "task": report.task.value}
+    SWEEPS.labels(status=report.status.value, **labels).inc()
+    SWEEP_DURATION.labels(**labels).observe(report.duration_s)
+    for outcome, count in report.counts.items():
+        ACTIONS.labels(outcome=outcome, **labels).inc(count)
+    if report.census:
+        for state in set(report.census) | {"running", "exited", "created"}:
+            MANAGED.labels(host=report.host, state=state).set(report.census.get(state, 0))
+
+
+def record_skipped(host: str, task: str) -> None:
+    SWEEPS.labels(host=host, task=task, status="skipped").inc()
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on `port`, summing what every worker process recorded."""
+    registry = CollectorRegistry()
+    # prometheus_client leaves its multiprocess helpers unannotated.
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, registry=registry)
+
+
+def forget_process(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
