@@ -74,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="worker + embedded beat + Flower on this machine (starts Redis if needed)"
     )
     run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="as root: a sandbox dockerd, a spiky workload and the janitor on it, watched live",
+    )
+    demo.add_argument(
+        "--duration", default="90s", help="how long the workload runs after setup (default: 90s)"
+    )
+    demo.add_argument("--flower-port", type=int, default=5555, metavar="PORT", help="default: 5555")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -188,6 +198,12 @@ def _run(args: argparse.Namespace) -> int:
     return service.run(settings)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from janitor import demo
+
+    return demo.run(demo.parse_duration_option(args.duration), args.flower_port)
+
+
 def _check(args: argparse.Namespace) -> int:
     del args
     try:
@@ -228,7 +244,7 @@ def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None
     with DockerHost(config, timeout=settings.docker_timeout) as docker:
         try:
             info = docker.info()
-            managed = len(docker.list(settings.selector))
+            managed = len(docker.list_containers(settings.selector))
         except HostError as exc:
             print(f"FAIL  host {name} {config.url}: {exc}")
             return False

@@ -147,7 +147,7 @@ class DockerHost:
             ncpu=int(raw.get("NCPU", 0)),
         )
 
-    def list(self, selector: Selector) -> list[Summary]:
+    def list_containers(self, selector: Selector) -> list[Summary]:
         """Every container the selector matches, from one list call (no inspect)."""
         api = self._client()
         filters = {} if selector.matches_everything else {"label": [str(selector)]}
@@ -202,6 +202,25 @@ class DockerHost:
         """Remove a stopped container; never forced, so a running one is refused (409)."""
         api = self._client()
         self._guard("remove", lambda: api.remove_container(container_id, v=volumes, force=False))
+
+    def starts_between(self, since: datetime, until: datetime) -> list[datetime]:
+        """When containers were started in [since, until], from the daemon's event buffer.
+
+        The daemon replays only its last events (256 in 20.10), so under heavy churn the
+        answer covers a shorter span than asked: callers measure rates over what came back.
+        """
+        api = self._client()
+
+        def fetch() -> list[datetime]:
+            events = api.events(
+                since=int(since.timestamp()),
+                until=int(until.timestamp()),
+                filters={"type": "container", "event": "start"},
+                decode=True,
+            )
+            return [datetime.fromtimestamp(e["timeNano"] / 1e9, tz=UTC) for e in events]
+
+        return self._guard("events", fetch)
 
     def compose_projects_of(self, container_ids: frozenset[str]) -> frozenset[str]:
         """The compose projects of those of our own containers that live on this host."""

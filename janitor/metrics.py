@@ -25,7 +25,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(
 ):
     # Celery's command line loads Flower's plugin, which imports prometheus_client before our
     # app can set the directory; choose the storage again, before any labelled value exists.
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 ACTIONS = Counter(
     "janitor_actions_total", "Actions taken on containers, by outcome", ["host", "task", "outcome"]

@@ -46,6 +46,8 @@ class Reason(StrEnum):
     OVER_RUNTIME_BUDGET = "over_runtime_budget"
     EXITED_PAST_GRACE = "exited_past_grace"
     CREATED_NEVER_STARTED = "created_never_started"
+    OWNER_LEASE_EXPIRED = "owner_lease_expired"
+    OVER_MAX_STOPPED = "over_max_stopped"
     BAD_LABEL = "bad_label"
 
 
@@ -109,6 +111,25 @@ class Rules:
     created_grace: timedelta
     own_container_ids: frozenset[str] = frozenset()
     own_compose_projects: frozenset[str] = frozenset()
+    # A container whose owner lease is gone is a ghost once it has run this long.
+    lease_grace: timedelta = timedelta(seconds=60)
+    # Per janitor.group, the newest stopped containers kept for debugging; 0 keeps none.
+    keep_last: int = 0
+    # Cap on the host's stopped containers in scope, the oldest removed first; 0 is no cap.
+    max_stopped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What a sweep learnt about the host besides the inspected containers themselves."""
+
+    # Owner-lease keys (janitor.lease labels) with no live key in Redis.
+    dead_leases: frozenset[str] = frozenset()
+    # Stopped (exited or dead) containers in scope on the host, from the list call.
+    stopped_in_scope: int = 0
+    # Per group, stopped members that were not inspected: all finished after every one that
+    # was, since they were created within their grace.
+    fresher_stopped_by_group: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

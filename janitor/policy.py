@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from janitor.model import Action, Container, Reason, Rules, State, Summary, Task, Verb
+from janitor.model import (
+    Action,
+    Container,
+    HostFacts,
+    Reason,
+    Rules,
+    State,
+    Summary,
+    Task,
+    Verb,
+)
 
 PROTECT_LABEL = "janitor.protect"
 MAX_RUNTIME_LABEL = "janitor.max-runtime"
 STOPPED_GRACE_LABEL = "janitor.stopped-grace"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+LEASE_LABEL = "janitor.lease"
+GROUP_LABEL = "janitor.group"
 
 STOPPED_STATES = frozenset({State.EXITED, State.DEAD})
 DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
 _EXPLICIT_NO = frozenset({"false", "0", "no", "off"})
+NO_FACTS = HostFacts()
 
 DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -129,21 +143,66 @@ def _states_for(task: Task) -> frozenset[str]:
     return STOPPED_STATES | {State.CREATED}
 
 
-def could_be_eligible(summary: Summary, task: Task, rules: Rules, now: datetime) -> bool:
+def _is_over_cap(summary: Summary, rules: Rules, facts: HostFacts) -> bool:
+    return (
+        0 < rules.max_stopped < facts.stopped_in_scope
+        and summary.state in STOPPED_STATES
+        and is_in_scope(summary, rules)
+    )
+
+
+def could_be_eligible(
+    summary: Summary, task: Task, rules: Rules, now: datetime, *, facts: HostFacts = NO_FACTS
+) -> bool:
     """Whether a listed container is worth inspecting for this task.
 
     Every age the policy measures (from start, finish or creation) is no older than the
     creation time the list call gives, so a container created within its budget cannot be
-    eligible yet; skipping it keeps an idle sweep at one list call.
+    eligible yet; skipping it keeps an idle sweep at one list call. Over the stopped cap,
+    every stopped container is a candidate: the oldest must be found.
     """
     if summary.state not in _states_for(task) or not is_in_scope(summary, rules):
         return False
+    if task is Task.REMOVE_STOPPED and _is_over_cap(summary, rules, facts):
+        return True
     budget = _budget(summary, task, rules)
-    return budget is None or now - summary.created_at > budget
+    if budget is None:
+        return True
+    if task is Task.KILL_GHOSTS and LEASE_LABEL in summary.labels:
+        budget = min(budget, rules.lease_grace)
+    return now - summary.created_at > budget
 
 
-def decide(container: Container, task: Task, rules: Rules, now: datetime) -> Action | None:
-    """The action this task takes on one inspected container, or None to leave it alone."""
+def survey(
+    summaries: Iterable[Summary], task: Task, rules: Rules, now: datetime
+) -> tuple[list[Summary], HostFacts]:
+    """From one list call: the containers worth inspecting, and what the decision needs to
+    know about the others (owner leases are looked up later, for the candidates only)."""
+    listed = list(summaries)
+    stopped = [s for s in listed if s.state in STOPPED_STATES and is_in_scope(s, rules)]
+    counts = HostFacts(stopped_in_scope=len(stopped))
+    candidates = [s for s in listed if could_be_eligible(s, task, rules, now, facts=counts)]
+    chosen = {s.id for s in candidates}
+    fresher = Counter(
+        group for s in stopped if s.id not in chosen and (group := s.labels.get(GROUP_LABEL))
+    )
+    return candidates, HostFacts(stopped_in_scope=len(stopped), fresher_stopped_by_group=fresher)
+
+
+def lease_keys(containers: Iterable[Container]) -> frozenset[str]:
+    """The owner-lease keys of running containers, to look up before deciding."""
+    return frozenset(
+        key for c in containers if c.state == State.RUNNING and (key := c.labels.get(LEASE_LABEL))
+    )
+
+
+def decide(
+    container: Container, task: Task, rules: Rules, now: datetime, *, facts: HostFacts = NO_FACTS
+) -> Action | None:
+    """The action this task takes on one inspected container, or None to leave it alone.
+
+    Retention across containers (keep-last-N, the stopped cap) is `select`'s business.
+    """
     if container.state not in _states_for(task) or not is_in_scope(container, rules):
         return None
     if task is Task.REMOVE_STOPPED and container.auto_remove:
@@ -151,6 +210,8 @@ def decide(container: Container, task: Task, rules: Rules, now: datetime) -> Act
     budget = _budget(container, task, rules)
     if task is Task.KILL_GHOSTS:
         verb, reason, since = Verb.KILL, Reason.OVER_RUNTIME_BUDGET, container.started_at
+        if budget is not None and _owner_gone(container, rules, now, facts):
+            reason, budget = Reason.OWNER_LEASE_EXPIRED, timedelta(0)
     elif container.state == State.CREATED:
         # A created container that was started once and reset is not "never started".
         if container.started_at is not None:
@@ -162,6 +223,22 @@ def decide(container: Container, task: Task, rules: Rules, now: datetime) -> Act
         reason = Reason.BAD_LABEL
     elif since is None or now - since <= budget:
         return None
+    return _action(container, verb, reason)
+
+
+def _owner_gone(container: Container, rules: Rules, now: datetime, facts: HostFacts) -> bool:
+    """The owner stopped renewing the container's lease, and the container has run past the
+    lease grace (a lease missing right after start is a lease not yet made)."""
+    key = container.labels.get(LEASE_LABEL)
+    return (
+        key is not None
+        and key in facts.dead_leases
+        and container.started_at is not None
+        and now - container.started_at > rules.lease_grace
+    )
+
+
+def _action(container: Container, verb: Verb, reason: Reason) -> Action:
     return Action(
         container_id=container.id,
         name=container.name,
@@ -173,14 +250,87 @@ def decide(container: Container, task: Task, rules: Rules, now: datetime) -> Act
 
 
 def select(
-    containers: Iterable[Container], task: Task, rules: Rules, now: datetime
+    containers: Iterable[Container],
+    task: Task,
+    rules: Rules,
+    now: datetime,
+    *,
+    facts: HostFacts = NO_FACTS,
 ) -> list[Action]:
-    """Every action of one sweep, bad labels included (reported, never acted on)."""
-    return [
+    """Every action of one sweep, bad labels included (reported, never acted on).
+
+    For removal, the newest `keep_last` stopped containers of each janitor.group are kept
+    whatever their age, and past `max_stopped` the oldest stopped ones go even within grace.
+    """
+    inspected = list(containers)
+    actions = [
         action
-        for container in containers
-        if (action := decide(container, task, rules, now)) is not None
+        for container in inspected
+        if (action := decide(container, task, rules, now, facts=facts)) is not None
     ]
+    if task is not Task.REMOVE_STOPPED:
+        return actions
+    kept = _kept_for_debugging(inspected, rules, facts)
+    actions = [a for a in actions if a.container_id not in kept or not a.actionable]
+    return actions + _over_cap(inspected, actions, kept, rules, facts)
+
+
+def _finished_newest_first(containers: Iterable[Container]) -> list[Container]:
+    return sorted(
+        (c for c in containers if c.finished_at is not None),
+        key=lambda c: c.finished_at or datetime.min,
+        reverse=True,
+    )
+
+
+def _is_removable_stopped(container: Container, rules: Rules) -> bool:
+    return (
+        container.state in STOPPED_STATES
+        and is_in_scope(container, rules)
+        and not container.auto_remove
+        and _budget(container, Task.REMOVE_STOPPED, rules) is not None
+    )
+
+
+def _kept_for_debugging(
+    containers: list[Container], rules: Rules, facts: HostFacts
+) -> frozenset[str]:
+    if rules.keep_last <= 0:
+        return frozenset()
+    groups: dict[str, list[Container]] = {}
+    for container in containers:
+        group = container.labels.get(GROUP_LABEL)
+        if group and _is_removable_stopped(container, rules):
+            groups.setdefault(group, []).append(container)
+    kept: set[str] = set()
+    for group, members in groups.items():
+        room = max(0, rules.keep_last - facts.fresher_stopped_by_group.get(group, 0))
+        kept.update(c.id for c in _finished_newest_first(members)[:room])
+    return frozenset(kept)
+
+
+def _over_cap(
+    containers: list[Container],
+    actions: list[Action],
+    kept: frozenset[str],
+    rules: Rules,
+    facts: HostFacts,
+) -> list[Action]:
+    """Removals beyond the grace rule that bring the host down to `max_stopped`."""
+    if not 0 < rules.max_stopped < facts.stopped_in_scope:
+        return []
+    chosen = {a.container_id for a in actions}
+    already_going = sum(1 for c in containers if c.id in chosen and c.state in STOPPED_STATES)
+    excess = facts.stopped_in_scope - rules.max_stopped - already_going
+    if excess <= 0:
+        return []
+    spare = [
+        c
+        for c in containers
+        if c.id not in chosen and c.id not in kept and _is_removable_stopped(c, rules)
+    ]
+    oldest_first = list(reversed(_finished_newest_first(spare)))
+    return [_action(c, Verb.REMOVE, Reason.OVER_MAX_STOPPED) for c in oldest_first[:excess]]
 
 
 def select_ghosts(containers: Iterable[Container], rules: Rules, now: datetime) -> list[Action]:
@@ -192,7 +342,13 @@ def select_stopped(containers: Iterable[Container], rules: Rules, now: datetime)
 
 
 def still_warranted(
-    action: Action, current: Container, task: Task, rules: Rules, now: datetime
+    action: Action,
+    current: Container,
+    task: Task,
+    rules: Rules,
+    now: datetime,
+    *,
+    facts: HostFacts = NO_FACTS,
 ) -> str | None:
     """Why the action must not go ahead on the container as it is now, or None if it may.
 
@@ -203,7 +359,11 @@ def still_warranted(
         return "restarted_since_decision"
     if current.finished_at != action.seen_finished_at:
         return "ran_since_decision"
-    fresh = decide(current, task, rules, now)
+    if action.reason is Reason.OVER_MAX_STOPPED:
+        # Chosen by rank among all stopped containers, not by its own age: what can change
+        # is its state or scope, and the rank of a container that did not change holds.
+        return None if _is_removable_stopped(current, rules) else "no_longer_eligible"
+    fresh = decide(current, task, rules, now, facts=facts)
     # A bad_label action is reported, never carried out, whoever asks.
     if fresh is None or not fresh.actionable:
         return "no_longer_eligible"

@@ -227,6 +227,44 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of the worker; 0 turns it off"
     )
+    lease_grace: Duration = Field(
+        timedelta(seconds=60),
+        description="how long a `janitor.lease` container may run before a missing lease "
+        "counts as expired",
+    )
+    keep_last: int = Field(
+        0, ge=0, description="stopped containers kept per `janitor.group` for debugging; 0: none"
+    )
+    max_stopped: int = Field(
+        0, ge=0, description="cap on a host's stopped containers, oldest removed first; 0: none"
+    )
+    spike_rate: int = Field(
+        0,
+        ge=0,
+        description="container starts per minute above which the stopped sweep is deferred; "
+        "0 turns pacing off",
+    )
+    max_defer: Duration = Field(
+        timedelta(minutes=10), description="longest deferral of a stopped sweep by a spike"
+    )
+    pressure_high: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="memory or CPU share in use that triggers a stopped sweep now; 0 turns "
+        "pressure response off",
+    )
+    pressure_low: float = Field(
+        0.7, ge=0, le=1, description="share under which the host counts as relieved"
+    )
+    pressure_grace_floor: Duration = Field(
+        timedelta(0),
+        description="under pressure, JANITOR_STOPPED_GRACE and JANITOR_CREATED_GRACE shrink "
+        "to this; 0s keeps them",
+    )
+    proc_root: Path = Field(
+        Path("/proc"), description="where pressure is read for unix-socket hosts"
+    )
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -286,6 +324,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         self._check_tls()
+        if self.pressure_high and self.pressure_low >= self.pressure_high:
+            raise ValueError(
+                f"JANITOR_PRESSURE_LOW={self.pressure_low} must be below "
+                f"JANITOR_PRESSURE_HIGH={self.pressure_high}"
+            )
         for task_interval, name, worst_call in (
             (self.kill_interval, "kill_interval", self.docker_timeout + self.stop_timeout),
             (self.remove_interval, "remove_interval", self.docker_timeout),
@@ -357,6 +400,9 @@ class Settings(BaseSettings):
             created_grace=self.created_grace,
             own_container_ids=own_container_ids,
             own_compose_projects=own_compose_projects,
+            lease_grace=self.lease_grace,
+            keep_last=self.keep_last,
+            max_stopped=self.max_stopped,
         )
 
     def interval(self, task_name: str) -> timedelta:

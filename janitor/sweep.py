@@ -6,9 +6,11 @@ It decides nothing about WHICH containers: that is `policy`. It knows nothing of
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +18,7 @@ from datetime import datetime, timedelta
 import redis
 import structlog
 
+from janitor import lease as owner_leases
 from janitor import policy
 from janitor.dockerhost import DockerHost, own_container_ids
 from janitor.errors import (
@@ -30,7 +33,9 @@ from janitor.model import (
     Action,
     ActionResult,
     Container,
+    HostFacts,
     Outcome,
+    Reason,
     Rules,
     Status,
     SweepReport,
@@ -40,6 +45,9 @@ from janitor.model import (
 from janitor.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
+DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
 
 _OUTCOME_LEVEL = {
     Outcome.DONE: "info",
@@ -101,14 +109,26 @@ def run_sweep(
     options: SweepOptions,
     lease: Lease,
     now: datetime,
+    *,
+    dead_leases: DeadLeaseLookup | None = None,
 ) -> SweepReport:
-    """Sweep one host whose daemon clock reads `now`; never raises for host or lease trouble."""
-    return _Sweep(docker, rules, options, lease, now).run()
+    """Sweep one host whose daemon clock reads `now`; never raises for host or lease trouble.
+
+    Without `dead_leases` (no Redis) no owner lease counts as expired.
+    """
+    return _Sweep(docker, rules, options, lease, now, dead_leases=dead_leases).run()
 
 
 class _Sweep:
     def __init__(
-        self, docker: DockerHost, rules: Rules, options: SweepOptions, lease: Lease, now: datetime
+        self,
+        docker: DockerHost,
+        rules: Rules,
+        options: SweepOptions,
+        lease: Lease,
+        now: datetime,
+        *,
+        dead_leases: DeadLeaseLookup | None,
     ) -> None:
         self.docker = docker
         self.rules = rules
@@ -121,20 +141,22 @@ class _Sweep:
         self.scanned = 0
         self.census: dict[str, int] = {}
         self.halt = _Halt()
+        self.dead_leases = dead_leases
+        self.facts = HostFacts()
 
     def run(self) -> SweepReport:
         try:
-            summaries = self.docker.list(self.rules.selector)
+            summaries = self.docker.list_containers(self.rules.selector)
             self.scanned = len(summaries)
             self.census = dict(collections.Counter(str(s.state) for s in summaries))
-            candidates = [
-                s for s in summaries if policy.could_be_eligible(s, self.task, self.rules, self.now)
-            ]
+            candidates, facts = policy.survey(summaries, self.task, self.rules, self.now)
             containers = self._inspect_all([c.id for c in candidates])
         except HostError as exc:
             return self._report((), Status.FAILED, str(exc))
-
-        actions = policy.select(containers, self.task, self.rules, self.now)
+        self.facts = dataclasses.replace(
+            facts, dead_leases=self._look_up_dead(policy.lease_keys(containers))
+        )
+        actions = policy.select(containers, self.task, self.rules, self.now, facts=self.facts)
         actionable = [a for a in actions if a.actionable]
         results = [
             ActionResult(a, Outcome.REFUSED, "bad_label") for a in actions if not a.actionable
@@ -201,10 +223,31 @@ class _Sweep:
             self.halt(str(exc))
             return ActionResult(action, Outcome.FAILED, str(exc))
 
+    def _look_up_dead(self, keys: frozenset[str]) -> frozenset[str]:
+        if not keys:
+            return frozenset()
+        if self.dead_leases is None:
+            self.log.warning("owner_leases_unchecked", why="no Redis", containers=len(keys))
+            return frozenset()
+        try:
+            return self.dead_leases(keys)
+        except REDIS_ERRORS as exc:
+            # Unknown is not expired: a lease we cannot read never makes a container a ghost.
+            self.log.warning("owner_leases_unchecked", why=str(exc), containers=len(keys))
+            return frozenset()
+
     def _recheck_and_act(self, action: Action) -> ActionResult:
         self.lease.confirm()
         current = self.docker.inspect(action.container_id)
-        why_not = policy.still_warranted(action, current, self.task, self.rules, self.now)
+        facts = self.facts
+        if action.reason is Reason.OWNER_LEASE_EXPIRED:
+            # The owner may have renewed it since the decision: ask Redis again.
+            facts = dataclasses.replace(
+                facts, dead_leases=self._look_up_dead(policy.lease_keys([current]))
+            )
+        why_not = policy.still_warranted(
+            action, current, self.task, self.rules, self.now, facts=facts
+        )
         if why_not:
             return ActionResult(action, Outcome.REFUSED, why_not)
         if action.verb is Verb.KILL:
@@ -295,7 +338,10 @@ def sweep_host(
             report = _failed_report(host.name, options, started, error)
         else:
             try:
-                report = run_sweep(docker, rules, options, lease, info.now)
+                lookup = None
+                if redis_client is not None:
+                    lookup = functools.partial(owner_leases.dead_leases, redis_client)
+                report = run_sweep(docker, rules, options, lease, info.now, dead_leases=lookup)
             finally:
                 lease.release()
         if report.status is Status.FAILED and report.results:

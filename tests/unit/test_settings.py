@@ -59,6 +59,18 @@ CONTRACT_VARS = {
     "JANITOR_LOG_LEVEL",
     "JANITOR_METRICS_PORT",
 }
+# Issue 6's pacing, pressure, owner leases and retention, beyond the contract's table.
+EXTENSION_VARS = {
+    "JANITOR_LEASE_GRACE",
+    "JANITOR_KEEP_LAST",
+    "JANITOR_MAX_STOPPED",
+    "JANITOR_SPIKE_RATE",
+    "JANITOR_MAX_DEFER",
+    "JANITOR_PRESSURE_HIGH",
+    "JANITOR_PRESSURE_LOW",
+    "JANITOR_PRESSURE_GRACE_FLOOR",
+    "JANITOR_PROC_ROOT",
+}
 # Long enough that no timeout under test trips the interval check.
 ROOMY_INTERVALS = {"JANITOR_KILL_INTERVAL": "30d", "JANITOR_REMOVE_INTERVAL": "30d"}
 
@@ -147,11 +159,17 @@ def test_defaults_are_the_contracts() -> None:
     assert s.log_format == "json"
     assert s.log_level == "INFO"
     assert s.metrics_port == 0
+    # The extensions default to off where they could change what the contract's rules do.
+    assert s.lease_grace == timedelta(seconds=60)
+    assert (s.keep_last, s.max_stopped, s.spike_rate) == (0, 0, 0)
+    assert s.max_defer == timedelta(minutes=10)
+    assert (s.pressure_high, s.pressure_low) == (0.8, 0.7)
+    assert s.pressure_grace_floor == timedelta(0)
 
 
 def test_every_contract_variable_is_a_setting() -> None:
     fields = {"JANITOR_" + name.upper() for name in Settings.model_fields}
-    assert fields == CONTRACT_VARS
+    assert fields == CONTRACT_VARS | EXTENSION_VARS
 
 
 def test_settings_are_frozen() -> None:

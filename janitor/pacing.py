@@ -1,0 +1,188 @@
+"""When the stopped-container sweep runs: put off during spawn spikes, hurried and tightened
+under memory or CPU pressure. It sits between the task and the sweep and changes only the
+settings a sweep runs with, never which containers the policy picks by its rules.
+
+The decisions are pure functions of readings; `plan_removal` and `check_pressure` take the
+readings (daemon events, /proc) and keep their state in Redis, so every worker process and
+every tick of a host sees the same deferral and the same pressure episode.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+import structlog
+
+from janitor import metrics, pressure
+from janitor.dockerhost import DockerHost
+from janitor.errors import HostError
+from janitor.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+SPAWN_WINDOW = timedelta(seconds=60)
+# A short burst is measured over at least this span, not as an instantaneous rate.
+MIN_RATE_SPAN = timedelta(seconds=10)
+# While deferred, the rate is checked again this often, so the sweep runs soon after a spike.
+RECHECK = timedelta(seconds=10)
+
+
+class Pace(enum.Enum):
+    RUN = "run"
+    DEFER = "defer"
+    FORCE = "force"  # deferred too long: run anyway, one action in flight
+
+
+def spawn_rate(starts: list[datetime], now: datetime) -> float:
+    """Container starts per minute over what the daemon's event buffer returned.
+
+    The buffer may hold less than the window under churn; measuring over the span the
+    returned events cover keeps a truncated spike a spike instead of diluting it.
+    """
+    if not starts:
+        return 0.0
+    span = max(now - min(starts), MIN_RATE_SPAN)
+    return len(starts) * 60 / min(span, SPAWN_WINDOW).total_seconds()
+
+
+def pace(rate: float, threshold: int, deferred_for: timedelta | None, max_defer: timedelta) -> Pace:
+    if threshold <= 0 or rate <= threshold:
+        return Pace.RUN
+    if deferred_for is not None and deferred_for >= max_defer:
+        return Pace.FORCE
+    return Pace.DEFER
+
+
+def is_under_pressure(peak: float, was_under: bool, high: float, low: float) -> bool:
+    """Hysteresis: in above `high`, out only under `low`."""
+    if high <= 0:
+        return False
+    return peak >= low if was_under else peak >= high
+
+
+def tightened(settings: Settings) -> Settings:
+    """The settings of a sweep under pressure: graces shrunk to the floor, never lengthened."""
+    floor = settings.pressure_grace_floor
+    if floor <= timedelta(0):
+        return settings
+    return settings.model_copy(
+        update={
+            "stopped_grace": min(settings.stopped_grace, floor),
+            "created_grace": min(settings.created_grace, floor),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalPlan:
+    pace: Pace
+    settings: Settings
+    # Added to the task's report: why this sweep ran when and how it did.
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def _key(kind: str, host: str) -> str:
+    return f"janitor:pacing:{kind}:{host}"
+
+
+def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes]) -> RemovalPlan:
+    """Whether the stopped sweep of a host runs now, and with which settings.
+
+    Spawn times and the deferral's start are both on the daemon's clock.
+    """
+    bound = log.bind(host=host_name, task="remove-stopped")
+    notes: dict[str, object] = {}
+    effective = settings
+    if check_pressure(settings, host_name, client):
+        effective = tightened(settings)
+        notes["under_pressure"] = True
+    if settings.spike_rate <= 0:
+        return RemovalPlan(Pace.RUN, effective, notes)
+    try:
+        rate, now = _measure_rate(settings, host_name)
+    except HostError:
+        return RemovalPlan(Pace.RUN, effective, notes)  # the sweep reports the host as failed
+    notes["spawn_rate_per_min"] = round(rate, 1)
+    metrics.SPAWN_RATE.labels(host=host_name).set(rate)
+    since_key = _key("deferred-since", host_name)
+    raw = client.get(since_key)
+    deferred_since = datetime.fromisoformat(raw.decode()) if raw else None
+    deferred_for = now - deferred_since if deferred_since else None
+    decision = pace(rate, settings.spike_rate, deferred_for, settings.max_defer)
+    if deferred_for is not None:
+        notes["deferred_s"] = round(deferred_for.total_seconds(), 1)
+    if decision is Pace.DEFER:
+        if deferred_since is None:
+            client.set(since_key, now.isoformat(), nx=True)
+        metrics.DEFERRED.labels(host=host_name).set(1)
+        metrics.DEFERRALS.labels(host=host_name).inc()
+        bound.info(
+            "sweep_deferred",
+            spawn_rate_per_min=round(rate, 1),
+            threshold=settings.spike_rate,
+            deferred_s=notes.get("deferred_s", 0),
+        )
+        return RemovalPlan(decision, effective, notes)
+    client.delete(since_key)
+    metrics.DEFERRED.labels(host=host_name).set(0)
+    if decision is Pace.FORCE:
+        # Cleaning must not wait forever on a host that is always busy, but during the spike
+        # it competes with it for the daemon as little as it can.
+        bound.warning(
+            "sweep_forced", spawn_rate_per_min=round(rate, 1), deferred_s=notes["deferred_s"]
+        )
+        effective = effective.model_copy(update={"concurrency": 1})
+        notes["forced"] = True
+    return RemovalPlan(decision, effective, notes)
+
+
+def _measure_rate(settings: Settings, host_name: str) -> tuple[float, datetime]:
+    """The host's spawn rate per minute and the daemon's clock it was measured at."""
+    with DockerHost(settings.host(host_name), timeout=settings.docker_timeout) as docker:
+        now = docker.info().now
+        return spawn_rate(docker.starts_between(now - SPAWN_WINDOW, now), now), now
+
+
+def claim_recheck(client: redis.Redis[bytes], host_name: str) -> bool:
+    """True for the one caller that should schedule the next rate check of a deferral."""
+    return bool(client.set(_key("recheck", host_name), "1", nx=True, px=_ms(RECHECK)))
+
+
+def check_pressure(settings: Settings, host_name: str, client: redis.Redis[bytes]) -> bool:
+    """Read the host's pressure and keep its episode state; True while under pressure."""
+    config = settings.host(host_name)
+    if settings.pressure_high <= 0 or not pressure.can_read(config):
+        return False
+    try:
+        reading = pressure.read(settings.proc_root)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("pressure_unreadable", host=host_name, error=str(exc))
+        return False
+    metrics.PRESSURE.labels(host=host_name, resource="memory").set(reading.memory)
+    metrics.PRESSURE.labels(host=host_name, resource="cpu").set(reading.cpu)
+    key = _key("pressure", host_name)
+    was_under = bool(client.exists(key))
+    under = is_under_pressure(
+        reading.peak, was_under, settings.pressure_high, settings.pressure_low
+    )
+    fields = {"host": host_name, "memory": round(reading.memory, 3), "cpu": round(reading.cpu, 3)}
+    if under and not was_under:
+        client.set(key, "1")
+        log.warning("pressure_high", high=settings.pressure_high, **fields)
+    elif was_under and not under:
+        client.delete(key)
+        log.info("pressure_relieved", low=settings.pressure_low, **fields)
+    metrics.UNDER_PRESSURE.labels(host=host_name).set(int(under))
+    return under
+
+
+def claim_pressure_sweep(client: redis.Redis[bytes], host_name: str, hold: timedelta) -> bool:
+    """True for the one caller that should start an early stopped sweep in this episode tick."""
+    return bool(client.set(_key("pressure-sweep", host_name), "1", nx=True, px=_ms(hold)))
+
+
+def _ms(duration: timedelta) -> int:
+    return max(1, int(duration.total_seconds() * 1000))
