@@ -36,8 +36,13 @@ def _metrics_dir_in_environment() -> None:
         path = tempfile.mkdtemp(prefix="janitor-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
         creator = os.getpid()
-        # Pool children inherit this hook but leave through os._exit; only we remove it.
-        atexit.register(lambda: os.getpid() == creator and shutil.rmtree(path, True))
+
+        def remove_metrics_dir() -> None:
+            # Forked processes inherit this hook; only the one that made the directory acts.
+            if os.getpid() == creator:
+                shutil.rmtree(path, ignore_errors=True)
+
+        atexit.register(remove_metrics_dir)
 
 
 _settings_or_exit()
