@@ -98,7 +98,10 @@ def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes])
     effective = settings
     if check_pressure(settings, host_name, client):
         effective = tightened(settings)
-        notes["under_pressure"] = True
+        # Said in the report only when it changed the sweep: by default reports keep the
+        # contract's exact fields.
+        if effective is not settings:
+            notes["under_pressure"] = True
     if settings.spike_rate <= 0:
         return RemovalPlan(Pace.RUN, effective, notes)
     try:
