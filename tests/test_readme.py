@@ -31,7 +31,8 @@ def _shown(value: object) -> str:
 def expected_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        rows.append(f"| `JANITOR_{name.upper()}` | `{_shown(field.default)}` | {field.description} |")
+        default = _shown(field.default)
+        rows.append(f"| `JANITOR_{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(rows)
 
 
