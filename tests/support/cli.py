@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from janitor.model import Task
+from janitor.settings import Settings
+from janitor.sweep import sweep_host
+
 JANITOR = str(Path(sys.executable).with_name("janitor"))
 # Ages in these tests are seconds, so the sweeps must not wait on long default timeouts.
 FAST = {"JANITOR_STOP_TIMEOUT": "0s", "JANITOR_DOCKER_TIMEOUT": "5s", "JANITOR_LOG_LEVEL": "DEBUG"}
@@ -64,3 +68,38 @@ def run_janitor(args: Sequence[str], env: Mapping[str, str], timeout: float = 12
 
 def sweep_json(env: Mapping[str, str], *extra: str) -> Run:
     return run_janitor(["sweep", "--json", *extra], env)
+
+
+def start_janitor(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """The `janitor` command in the background, its output captured; end it with `finish`."""
+    return subprocess.Popen(
+        [JANITOR, *args],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> Run:
+    """Wait up to `timeout` for a background `janitor`; past it, kill it and fail."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        raise AssertionError(
+            f"janitor {proc.args} still running after {timeout:.0f} s; stderr:\n{stderr[-3000:]}"
+        ) from None
+    return Run(proc.returncode, stdout, stderr)
+
+
+def sweep_in_process(host_name: str, url: str, task: Task, **overrides: str) -> dict[str, Any]:
+    """One sweep in this process, for tests where the CLI's start-up time (seconds on a loaded
+    machine) would age a container past its budget between planting and deciding."""
+    fast = {k.removeprefix("JANITOR_").lower(): v for k, v in FAST.items()}
+    settings = Settings(hosts=f"{host_name}={url}", **{**fast, **overrides})  # type: ignore[arg-type]
+    report = sweep_host(settings, host_name, task, redis_client=None)
+    assert report is not None
+    return report.to_dict()
