@@ -73,13 +73,11 @@ def test_runtime_label_overrides_the_budget_both_ways(alpha: Engine) -> None:
 def test_term_aware_ghost_stops_gracefully(alpha: Engine) -> None:
     ghost = run_running(alpha.client(), labels=MANAGED, command=TERM_AWARE)
     time.sleep(AGE)
-    env = janitor_env({"alpha": alpha.url}, max_runtime="1s", stop_timeout="10s")
-    started = time.monotonic()
+    env = janitor_env({"alpha": alpha.url}, max_runtime="1s", stop_timeout="30s")
     run = sweep_json(env, "--task", "kill-ghosts")
     assert outcomes(run.report("alpha", "kill-ghosts"))[ghost][2] == "done"
-    exit_code = alpha.api().inspect_container(ghost)["State"]["ExitCode"]
-    assert exit_code == 0, "SIGTERM should have ended it before the SIGKILL"
-    assert time.monotonic() - started < 10
+    # Exit code 0 from its TERM trap, not 137 from the SIGKILL that follows the stop timeout.
+    assert alpha.api().inspect_container(ghost)["State"]["ExitCode"] == 0
 
 
 @pytest.mark.parametrize(
