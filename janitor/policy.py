@@ -182,11 +182,41 @@ def survey(
     stopped = [s for s in listed if s.state in STOPPED_STATES and is_in_scope(s, rules)]
     counts = HostFacts(stopped_in_scope=len(stopped))
     candidates = [s for s in listed if could_be_eligible(s, task, rules, now, facts=counts)]
+    if task is Task.REMOVE_STOPPED and rules.keep_last > 0:
+        candidates += _members_to_rank(stopped, candidates, rules)
     chosen = {s.id for s in candidates}
     fresher = Counter(
         group for s in stopped if s.id not in chosen and (group := s.labels.get(GROUP_LABEL))
     )
     return candidates, HostFacts(stopped_in_scope=len(stopped), fresher_stopped_by_group=fresher)
+
+
+def _members_to_rank(
+    stopped: list[Summary], candidates: list[Summary], rules: Rules
+) -> list[Summary]:
+    """Group members left out of the candidates that keep-last-N must still rank by finish
+    time, which only inspect tells.
+
+    A member created within its grace finished after every candidate that is past a grace no
+    longer than its own, so it is counted as fresher without an inspect. One with a longer
+    grace (a `janitor.stopped-grace` label, or a label that shortens the others') may have
+    finished before such a candidate: counting it as fresher would remove a newer one.
+    """
+    shortest: dict[str, timedelta] = {}
+    for summary in candidates:
+        group = summary.labels.get(GROUP_LABEL)
+        budget = _budget(summary, Task.REMOVE_STOPPED, rules)
+        if group and summary.state in STOPPED_STATES and budget is not None:
+            shortest[group] = min(budget, shortest.get(group, budget))
+    chosen = {s.id for s in candidates}
+    return [
+        s
+        for s in stopped
+        if s.id not in chosen
+        and (group := s.labels.get(GROUP_LABEL)) in shortest
+        and (budget := _budget(s, Task.REMOVE_STOPPED, rules)) is not None
+        and budget > shortest[group]
+    ]
 
 
 def lease_keys(containers: Iterable[Container]) -> frozenset[str]:
