@@ -63,6 +63,21 @@ def parse_instant(text: str | None) -> datetime | None:
     return instant.astimezone(UTC)
 
 
+class _APIClient(docker.APIClient):
+    """The SDK's client, checking a tcp host's certificate against the configured CA only.
+
+    requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in the environment replace the CA a
+    session was given (psf/requests#3829): with either set, as on many CI images and
+    corporate machines, JANITOR_TLS_CA_CERT was ignored for the system's CA bundle.
+    """
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+        settings = super().merge_environment_settings(*args, **kwargs)
+        # The SDK never passes verify per request: the session's value is what TLS set up.
+        settings["verify"] = self.verify
+        return settings
+
+
 class DockerHost:
     """A connection to one Docker daemon, with an explicit URL, timeout and TLS."""
 
@@ -100,7 +115,7 @@ class DockerHost:
                     )
                 self._api = self._guard(
                     "version",
-                    lambda: docker.APIClient(
+                    lambda: _APIClient(
                         base_url=self.config.url,
                         # The stubs say int; requests takes fractional seconds as well.
                         timeout=self._timeout,  # type: ignore[arg-type]

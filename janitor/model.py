@@ -127,8 +127,9 @@ class HostFacts:
     dead_leases: frozenset[str] = frozenset()
     # Stopped (exited or dead) containers in scope on the host, from the list call.
     stopped_in_scope: int = 0
-    # Per group, stopped members that were not inspected: all finished after every one that
-    # was, since they were created within their grace.
+    # Per group, stopped members that were not inspected: created within their grace, they
+    # finished after every inspected member whose grace is no longer (policy.survey inspects
+    # the members for which that does not hold).
     fresher_stopped_by_group: Mapping[str, int] = field(default_factory=dict)
 
 

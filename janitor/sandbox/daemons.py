@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
@@ -63,7 +63,8 @@ class Engine(Protocol):
 class PrivateDaemon:
     """A dockerd of our own: data root, exec root, pidfile, socket and log under one temp dir."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, extra_args: Sequence[str] = ()) -> None:
+        """`extra_args` go to dockerd as they are, e.g. a TLS-verified tcp listener."""
         if os.geteuid() != 0:
             raise RuntimeError(
                 "a private dockerd needs root; without it, point JANITOR_TEST_DOCKER_URLS at two "
@@ -71,6 +72,7 @@ class PrivateDaemon:
             )
         self._dockerd = _require("dockerd", package="docker.io")
         self.name = name
+        self._extra_args = tuple(extra_args)
         # Short on purpose: unix socket paths stop at 108 bytes, and containerd keeps its own
         # sockets under the exec root.
         self.dir = Path(tempfile.mkdtemp(prefix="jt-", dir="/tmp"))
@@ -149,6 +151,7 @@ class PrivateDaemon:
             "--bridge=none",
             "--iptables=false",
             "--ip6tables=false",
+            *self._extra_args,
         ]
         with self.log_path.open("ab") as log:
             # A session of its own keeps a terminal's Ctrl-C away from dockerd, so teardown
