@@ -20,6 +20,7 @@ import docker
 import docker.errors
 import docker.tls
 import requests.exceptions
+from docker.transport.unixconn import UnixHTTPAdapter
 
 from janitor.errors import (
     ActionFailedError,
@@ -78,6 +79,30 @@ class _APIClient(docker.APIClient):
         return settings
 
 
+class _OnePoolUnixAdapter(UnixHTTPAdapter):
+    """docker-py 7 keys its unix-socket connection pools by the whole request URL, so every
+    container's inspect or remove opened a fresh socket (a fifth of a sweep's CPU in
+    py-spy); all requests go to one socket, so one pool serves them all."""
+
+    def get_connection(self, url: bytes | str, proxies: Any = None) -> Any:
+        return super().get_connection("http+docker://localhost", proxies)
+
+
+def _tune_unix_transport(
+    api: docker.APIClient, socket_path: str, timeout: float, pool_size: int
+) -> None:
+    adapter = _OnePoolUnixAdapter(
+        "http+unix://" + socket_path,
+        timeout=timeout,  # type: ignore[arg-type]  # the stubs say int; floats work
+        max_pool_size=pool_size,
+    )
+    replaced = api.adapters["http+docker://"]
+    api.mount("http+docker://", adapter)
+    replaced.close()  # its socket from the version call would otherwise linger
+    # No proxy or .netrc applies to a unix socket; requests would look them up every call.
+    api.trust_env = False
+
+
 class DockerHost:
     """A connection to one Docker daemon, with an explicit URL, timeout and TLS."""
 
@@ -113,7 +138,7 @@ class DockerHost:
                     tls = docker.tls.TLSConfig(
                         client_cert=cert, ca_cert=str(self.config.tls.ca_cert), verify=True
                     )
-                self._api = self._guard(
+                api = self._guard(
                     "version",
                     lambda: _APIClient(
                         base_url=self.config.url,
@@ -123,6 +148,10 @@ class DockerHost:
                         max_pool_size=self._max_pool_size,
                     ),
                 )
+                if self.config.url.startswith("unix://"):
+                    socket_path = self.config.url.removeprefix("unix://")
+                    _tune_unix_transport(api, socket_path, self._timeout, self._max_pool_size)
+                self._api = api
             return self._api
 
     def _guard(self, operation: str, call: Callable[[], T]) -> T:
@@ -137,6 +166,11 @@ class DockerHost:
                 raise ContainerConflictError(_explain(exc)) from exc
             raise ActionFailedError(_explain(exc)) from exc
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            if _is_tls_failure(exc):
+                raise HostUnreachableError(
+                    f"{self.name} ({self.config.url}) TLS handshake failed during {operation} "
+                    f"(see JANITOR_TLS_*): {_explain(exc)}"
+                ) from exc
             raise HostUnreachableError(
                 f"{self.name} ({self.config.url}) did not answer {operation}: {_explain(exc)}"
             ) from exc
@@ -270,6 +304,14 @@ def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozens
         if is_docker_bind and (match := _CONTAINER_ID_IN_MOUNT.search(fields[3])):
             ids.add(match.group(1))
     return frozenset(ids)
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    # The SDK wraps the error of its first call (the version check) in a DockerException:
+    # a certificate problem must not read as a daemon that "did not answer".
+    return isinstance(exc, requests.exceptions.SSLError) or isinstance(
+        exc.__cause__, requests.exceptions.SSLError
+    )
 
 
 def _explain(exc: BaseException) -> str:
