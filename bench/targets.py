@@ -1,0 +1,316 @@
+"""Ratios of the janitor to its anchors, measured in the same run, and the PASS/MISS verdicts.
+
+Throughput targets compare the wall time of each whole command, the janitor's process start
+included: that is what an operator waits for. The idle target compares the sweep's own
+duration, because the service pays it on every tick while it pays its process start once.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Figures = dict[str, Any]
+
+AT_LEAST = (">=", operator.ge)
+AT_MOST = ("<=", operator.le)
+# Per removed container: the inspect that decides, the re-inspect before acting, the removal.
+CALLS_PER_CANDIDATE = 3
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    measure: str
+    janitor: str
+    anchor: str = ""
+    ratio: float | None = None
+    target: str = ""
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    case: str
+    name: str
+    value: float
+    op: str
+    threshold: float
+    passed: bool
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.verdicts: list[Verdict] = []
+
+    def info(
+        self,
+        case: str,
+        measure: str,
+        janitor: str,
+        anchor: str = "",
+        ratio: float | None = None,
+    ) -> None:
+        self.rows.append(Row(case, measure, janitor, anchor, ratio))
+
+    def target(
+        self,
+        case: str,
+        measure: str,
+        janitor: str,
+        anchor: str,
+        *,
+        ratio: float,
+        bound: tuple[str, Callable[[float, float], bool]],
+        threshold: float,
+        unit: str = "x",
+        also: bool = True,
+    ) -> None:
+        """A row with a verdict; `also` is a further condition the ratio cannot express."""
+        op, compare = bound
+        passed = also and compare(ratio, threshold)
+        verdict = "PASS" if passed else "MISS"
+        shown = ratio if unit == "x" else None
+        self.rows.append(
+            Row(case, measure, janitor, anchor, shown, f"{op} {threshold:g}{unit}", verdict)
+        )
+        self.verdicts.append(Verdict(case, measure, round(ratio, 3), op, threshold, passed))
+
+    def render(self) -> str:
+        header = ("CASE", "MEASURE", "JANITOR", "ANCHOR", "RATIO", "TARGET", "")
+        cells = [header] + [
+            (
+                r.case,
+                r.measure,
+                r.janitor,
+                r.anchor,
+                "" if r.ratio is None else f"{r.ratio:.2f}x",
+                r.target,
+                r.verdict,
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in cells
+        )
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [asdict(v) for v in self.verdicts]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("inf")
+
+
+def evaluate(cases: Figures) -> Table:
+    table = Table()
+    if "backlog" in cases:
+        _backlog(table, cases["backlog"])
+    if "ghosts" in cases:
+        _ghosts(table, cases["ghosts"])
+    if "idle" in cases:
+        _idle(table, cases["idle"], cases.get("backlog"))
+    if "spike" in cases:
+        _spike(table, cases["spike"])
+    if "hosts" in cases:
+        _hosts(table, cases["hosts"])
+    if "worker" in cases:
+        _worker(table, cases["worker"])
+    return table
+
+
+_BACKLOG_TARGETS = {"dcgc": 2.5, "prune": 1.2}
+_ANCHOR_NAMES = {
+    "dcgc": "dcgc",
+    "prune": "docker container prune",
+    "serial_sdk": "serial SDK remove",
+    "dcstop": "dcstop",
+    "serial_kill": "serial SDK kill",
+}
+
+
+def _backlog(table: Table, figures: Figures) -> None:
+    for kind, sub in figures.items():
+        tools = {name: tool["median"] for name, tool in sub["tools"].items()}
+        janitor = tools["janitor"]
+        what = f"{kind} {sub['count']}: removed/s"
+        table.info(
+            "backlog",
+            f"{what}, own report",
+            f"{janitor['per_s_report']:.0f}/s",
+        )
+        table.info(
+            "backlog",
+            f"{kind} {sub['count']}: CPU ms per container",
+            _cpu_per(janitor, sub["count"]),
+            *((f"prune {_cpu_per(tools['prune'], sub['count'])}",) if "prune" in tools else ()),
+        )
+        for name, anchor in tools.items():
+            if name == "janitor":
+                continue
+            ratio = _ratio(janitor["per_s"], anchor["per_s"])
+            label = f"{_ANCHOR_NAMES[name]} {anchor['per_s']:.0f}/s"
+            mine = f"{janitor['per_s']:.0f}/s"
+            # The targets are set on the large backlog; the small exited set is shown alone.
+            if kind == "created" and name in _BACKLOG_TARGETS:
+                table.target(
+                    "backlog",
+                    what,
+                    mine,
+                    label,
+                    ratio=ratio,
+                    bound=AT_LEAST,
+                    threshold=_BACKLOG_TARGETS[name],
+                )
+            else:
+                table.info("backlog", what, mine, label, ratio)
+
+
+def _cpu_per(figures: Figures, count: int) -> str:
+    client = figures["client_cpu_s"] * 1000 / count
+    daemon = figures["daemon_cpu_s"] * 1000 / count
+    return f"{client:.1f} client + {daemon:.1f} dockerd"
+
+
+def _ghosts(table: Table, figures: Figures) -> None:
+    tools = {name: tool["median"] for name, tool in figures["tools"].items()}
+    janitor = tools["janitor"]
+    what = f"{figures['count']} running: stopped/s"
+    table.info("ghosts", f"{what}, own report", f"{janitor['per_s_report']:.0f}/s")
+    for name, threshold in (("serial_kill", 1.5), ("dcstop", 1.0)):
+        if name not in tools:
+            continue
+        anchor = tools[name]
+        table.target(
+            "ghosts",
+            what,
+            f"{janitor['per_s']:.1f}/s",
+            f"{_ANCHOR_NAMES[name]} {anchor['per_s']:.1f}/s",
+            ratio=_ratio(janitor["per_s"], anchor["per_s"]),
+            bound=AT_LEAST,
+            threshold=threshold,
+        )
+
+
+def _idle(table: Table, figures: Figures, backlog: Figures | None) -> None:
+    tools = {name: tool["median"] for name, tool in figures["tools"].items()}
+    janitor, raw = tools["janitor"], tools["raw_list"]
+    count = figures["count"]
+    raw_label = f"one raw list {raw['wall_s'] * 1000:.0f} ms"
+    table.target(
+        "idle",
+        f"{count} containers: one sweep, own report",
+        f"{janitor['sweep_s_max'] * 1000:.0f} ms",
+        raw_label,
+        ratio=_ratio(janitor["sweep_s_max"], raw["wall_s"]),
+        bound=AT_MOST,
+        threshold=1.5,
+    )
+    table.info(
+        "idle",
+        f"{count} containers: both tasks, CLI wall",
+        f"{janitor['wall_s'] * 1000:.0f} ms",
+        raw_label,
+        _ratio(janitor["wall_s"], raw["wall_s"]),
+    )
+    if "dcgc_dry_run" in tools:
+        dry = tools["dcgc_dry_run"]
+        table.info(
+            "idle",
+            f"{count} containers: both tasks, CLI wall",
+            f"{janitor['wall_s'] * 1000:.0f} ms",
+            f"dcgc --dry-run {dry['wall_s'] * 1000:.0f} ms",
+            _ratio(janitor["wall_s"], dry["wall_s"]),
+        )
+    calls = figures["api_calls_per_sweep"]
+    sizes = sorted(calls, key=int)
+    most = max(max(per_sweep) for per_sweep in calls.values())
+    table.target(
+        "idle",
+        "API calls per sweep, no candidate",
+        " / ".join(f"{calls[s]} at {s}" for s in sizes),
+        "",
+        ratio=float(most),
+        bound=AT_MOST,
+        threshold=float(figures["api_calls_max"]),
+        unit=" calls, same at both sizes",
+        also=calls[sizes[0]] == calls[sizes[-1]],
+    )
+    if backlog is not None and "created" in backlog:
+        sub = backlog["created"]
+        made = sub["tools"]["janitor"]["median"]["api_calls"]
+        allowed = figures["api_calls_max"] + CALLS_PER_CANDIDATE * sub["count"]
+        table.target(
+            "idle",
+            f"API calls, {sub['count']} candidates",
+            f"{made:.0f}",
+            f"{figures['api_calls_max']} + {CALLS_PER_CANDIDATE}/candidate",
+            ratio=_ratio(made, allowed),
+            bound=AT_MOST,
+            threshold=1.0,
+        )
+
+
+def _spike(table: Table, figures: Figures) -> None:
+    rows = figures["rows"]
+    base = rows["no_janitor"]["all"]
+    for row, entry in rows.items():
+        stats = entry.get("during_sweep", entry["all"])
+        scope = "during sweep" if "during_sweep" in entry else "all"
+        if not stats["n"]:
+            table.info("spike", f"{row}: no start overlapped the sweep", "")
+            continue
+        table.info(
+            "spike",
+            f"{row} p50/p95/p99 ({scope}, n={stats['n']})",
+            f"{stats['p50_ms']:.0f}/{stats['p95_ms']:.0f}/{stats['p99_ms']:.0f} ms",
+            f"no janitor p95 {base['p95_ms']:.0f} ms",
+            _ratio(stats["p95_ms"], base["p95_ms"]),
+        )
+
+
+def _hosts(table: Table, figures: Figures) -> None:
+    every, one = figures["configs"]["all_hosts"]["median"], figures["configs"]["one_host"]["median"]
+    k = figures["hosts"]
+    table.target(
+        "hosts",
+        f"{k} hosts x {figures['per_host']}: CLI wall",
+        f"{every['wall_s']:.2f} s",
+        f"one host {one['wall_s']:.2f} s",
+        ratio=_ratio(every["wall_s"], one["wall_s"]),
+        bound=AT_MOST,
+        threshold=1.5,
+    )
+    table.info(
+        "hosts",
+        f"{k} hosts: own report",
+        f"{every['duration_s']:.2f} s",
+        f"one host {one['duration_s']:.2f} s",
+        _ratio(every["duration_s"], one["duration_s"]),
+    )
+    for who, key in (("janitor", "client_cpu_s"), ("dockerd", "daemon_cpu_s")):
+        table.info(
+            "hosts",
+            f"{k} hosts: {who} CPU per wall second",
+            f"{every[key] / every['wall_s']:.2f} cores",
+            f"one host {one[key] / one['wall_s']:.2f} cores",
+        )
+
+
+def _worker(table: Table, figures: Figures) -> None:
+    table.info(
+        "worker",
+        f"RSS, {figures['processes']} processes, idle",
+        f"{figures['idle_rss_mib']:.0f} MiB",
+    )
+    table.info(
+        "worker",
+        f"RSS peak, sweeping {figures['sweep_count']}",
+        f"{figures['sweep_peak_rss_mib']:.0f} MiB",
+        f"sweep {figures['sweep_wall_s']:.1f} s",
+    )

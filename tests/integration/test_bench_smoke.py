@@ -1,0 +1,95 @@
+"""The benchmark, shrunk to seconds, so it cannot rot: every case runs its code path with the
+janitor, `docker container prune` and the serial SDK loops; only the structure of its JSON is
+asserted, never a timing. dcgc and dcstop are left out: installing them needs the network."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIZE = 20
+HOSTS = 2
+CASES = {"backlog", "ghosts", "idle", "spike", "hosts", "worker"}
+
+
+def _positive_numbers(figures: dict[str, Any], keys: set[str]) -> None:
+    for key in keys:
+        value = figures[key]
+        assert isinstance(value, int | float), f"{key}: {value!r}"
+        assert math.isfinite(value), f"{key}: {value!r}"
+        assert value > 0, f"{key}: {value!r}"
+
+
+def _tools(case: dict[str, Any], expected: set[str], keys: set[str]) -> None:
+    assert set(case["tools"]) == expected
+    for name, tool in case["tools"].items():
+        assert len(tool["rounds"]) == 1, name
+        _positive_numbers(tool["median"], keys)
+
+
+def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", str(SIZE), "--rounds", "1",
+         "--hosts", str(HOSTS), "--no-custodian", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "PASS" in done.stdout or "MISS" in done.stdout, done.stdout
+    document = json.loads(out.read_text())
+    assert document["errors"] == {}
+    assert set(document["cases"]) == CASES
+    cases = document["cases"]
+
+    for kind in ("created", "exited"):
+        backlog = cases["backlog"][kind]
+        assert backlog["count"] == SIZE
+        _tools(backlog, {"janitor", "prune", "serial_sdk"}, {"wall_s", "per_s"})
+        _positive_numbers(backlog["tools"]["janitor"]["median"], {"duration_s", "api_calls"})
+
+    _tools(cases["ghosts"], {"janitor", "serial_kill"}, {"wall_s", "per_s"})
+
+    idle = cases["idle"]
+    _tools(idle, {"janitor", "raw_list"}, {"wall_s"})
+    _positive_numbers(idle["tools"]["janitor"]["median"], {"sweep_s_max", "duration_s"})
+    calls = idle["api_calls_per_sweep"]
+    assert set(calls) == {str(SIZE // 10), str(SIZE)}
+    assert all(len(per_sweep) == 2 for per_sweep in calls.values())
+    # The one structural promise that is not a timing: an idle sweep's calls do not grow.
+    assert idle["api_calls_constant"] is True
+
+    rows = cases["spike"]["rows"]
+    # More rows may come (spike-aware pacing adds one); these three are always there.
+    assert set(rows) >= {"no_janitor", "janitor_c8", "janitor_c1"}
+    for name, row in rows.items():
+        assert row["all"]["n"] == SIZE, name
+        _positive_numbers(row["all"], {"p50_ms", "p95_ms", "p99_ms"})
+        if name != "no_janitor":
+            assert row["sweeps"][0]["done"] == SIZE, name
+            assert "during_sweep" in row, name
+
+    hosts = cases["hosts"]
+    assert hosts["hosts"] == HOSTS
+    assert set(hosts["configs"]) == {"all_hosts", "one_host"}
+    for config in hosts["configs"].values():
+        _positive_numbers(config["median"], {"wall_s", "duration_s", "per_s"})
+
+    worker = cases["worker"]
+    assert worker["sweep_count"] == SIZE
+    _positive_numbers(worker, {"idle_rss_mib", "sweep_peak_rss_mib", "sweep_wall_s", "processes"})
+
+    verdicts = {(v["case"], v["name"]) for v in document["targets"]}
+    assert {case for case, _ in verdicts} == {"backlog", "ghosts", "idle", "hosts"}
+    machine = document["meta"]["machine"]
+    assert machine["nproc"] > 0
+    assert machine["dockerd"]
+    assert document["meta"]["custodian"] is None
