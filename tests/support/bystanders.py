@@ -1,0 +1,44 @@
+"""The containers no scenario may touch: protected ones and unmanaged ones, planted old enough
+that only their labels keep them (the contract's self-protection, checked everywhere)."""
+
+from __future__ import annotations
+
+import docker
+import docker.errors
+
+from support.containers import create_only, run_exited, run_running, status
+
+MANAGED = {"janitor.managed": "true"}
+# Past any budget a test sets: without the protect label the janitor would act on these.
+PROTECTED = {
+    **MANAGED,
+    "janitor.protect": "true",
+    "janitor.max-runtime": "1s",
+    "janitor.stopped-grace": "1s",
+}
+UNMANAGED = {"team": "someone-else"}
+
+
+def plant_bystanders(client: docker.DockerClient) -> dict[str, str]:
+    """A protected and an unmanaged container in each state; id -> the state it must keep."""
+    return {
+        run_running(client, labels=PROTECTED): "running",
+        run_exited(client, labels=PROTECTED): "exited",
+        create_only(client, labels=PROTECTED): "created",
+        run_running(client, labels=UNMANAGED): "running",
+        run_exited(client, labels=UNMANAGED): "exited",
+        create_only(client, labels=UNMANAGED): "created",
+    }
+
+
+def state_of(client: docker.DockerClient, container_id: str) -> str:
+    try:
+        return status(client, container_id)
+    except docker.errors.NotFound:
+        return "gone"
+
+
+def disturbed(client: docker.DockerClient, bystanders: dict[str, str]) -> dict[str, str]:
+    """The bystanders not in the state they were planted in: id -> state now."""
+    now = {c: state_of(client, c) for c in bystanders}
+    return {c: s for c, s in now.items() if s != bystanders[c]}
