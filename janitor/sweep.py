@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -179,11 +179,11 @@ class _Sweep:
             status = Status.ABORTED
         elif self.options.dry_run:
             results += [ActionResult(a, Outcome.PLANNED) for a in actionable]
-        else:
-            results += self._act_all(actionable)
-            status, error = self.halt.status, self.halt.reason
         for result in results:
             self._log_result(result)
+        if status is Status.OK and not self.options.dry_run:
+            results += self._act_all(actionable)  # logs each action as it ends
+            status, error = self.halt.status, self.halt.reason
         return self._report(tuple(results), status, error)
 
     def _inspect_all(self, ids: Sequence[str]) -> list[Container]:
@@ -200,11 +200,23 @@ class _Sweep:
         return [container for container in found if container is not None]
 
     def _act_all(self, actions: Sequence[Action]) -> list[ActionResult]:
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="act") as pool:
-            results = list(pool.map(self._act, actions))
+        results: list[ActionResult | None] = [None] * len(actions)
+        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="act")
+        try:
+            futures = {pool.submit(self._act, action): i for i, action in enumerate(actions)}
+            # Each change is logged as soon as it is made, not when the sweep ends: a worker
+            # killed mid-sweep (hard time limit, OOM, SIGKILL) still leaves a line for every
+            # container it touched. Logged from this thread, which carries the task's context.
+            for future in as_completed(futures):
+                result = future.result()
+                self._log_result(result)
+                results[futures[future]] = result
+        finally:
+            # Interrupted here (a soft time limit, Ctrl-C): actions not yet started never start.
+            pool.shutdown(wait=True, cancel_futures=True)
         if self.halt:
             self.log.warning("sweep_halted", why=self.halt.reason, status=self.halt.status.value)
-        return results
+        return [result for result in results if result is not None]
 
     def _act(self, action: Action) -> ActionResult:
         if self.halt:
