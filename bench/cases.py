@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bench import worker
 from bench.custodian import Custodian
@@ -33,6 +34,7 @@ from bench.harness import (
     run_in_process,
     sweep,
 )
+from bench.service import Service, ServiceRedis, epoch, wait_for_count
 from janitor.sandbox.image import IMAGE
 
 # Budgets in the bench are 1 s; waiting a little longer makes every planted container eligible
@@ -45,14 +47,6 @@ SPIKE_COMMAND = ["sh", "-c", "sleep 2"]
 # Not the janitor's selector: the spike's own containers must stay out of the sweep.
 SPIKE_LABELS = {LABEL_KEY: "spike"}
 GHOST_PREFIX = "bench-ghost-"
-# The spike's rows: None is the spike alone, a mapping is a removal sweep (JANITOR_* overrides)
-# running beside it. Concurrency 1 stands in for spike-aware pacing until that exists; the
-# pacing feature adds its own row here, with the settings that turn it on.
-SPIKE_ROWS: dict[str, dict[str, str] | None] = {
-    "no_janitor": None,
-    "janitor_c8": {"concurrency": "8"},
-    "janitor_c1": {"concurrency": "1"},
-}
 
 Figures = dict[str, Any]
 T = TypeVar("T")
@@ -340,51 +334,249 @@ def _idle_round(ctx: Context, tool: str, env: dict[str, str]) -> Figures:
 # 4. Spawn spike -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SpikeRow:
+    """Who faces the spike's backlog in one row: nobody, a `janitor sweep` started beside the
+    spike, or the service (worker and beat); `settings` are JANITOR_* overrides."""
+
+    by: Literal["nobody", "cli", "service"]
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+# Pacing's threshold in its row: a spike here starts hundreds of containers a minute, a host
+# between spikes none; 60 sits far from both.
+SPIKE_RATE = 60
+MAX_DEFER = "10m"
+SPIKE_ROWS: dict[str, SpikeRow] = {
+    "no_janitor": SpikeRow("nobody"),
+    "janitor_c8": SpikeRow("cli", {"concurrency": "8"}),
+    "janitor_c1": SpikeRow("cli", {"concurrency": "1"}),
+    "service_pacing_off": SpikeRow("service", {"spike_rate": "0"}),
+    "service_pacing_on": SpikeRow(
+        "service", {"spike_rate": str(SPIKE_RATE), "max_defer": MAX_DEFER}
+    ),
+}
+SERVICE_SETTINGS = {
+    "created_grace": "1s",
+    "stopped_grace": "1s",
+    "max_actions": NO_CAP,
+    "concurrency": "8",
+    # Beat's own stopped tick never comes within a round: with a short interval it would
+    # remove the backlog while it is planted, before the spike. The bench sends that one tick
+    # itself, at the same point of the spike in both service rows (`tick_after`).
+    "remove_interval": "5m",
+    "kill_interval": "1m",
+    "docker_timeout": "10s",
+    # This machine's /proc, busy with other people's work, must not start extra sweeps.
+    "pressure_high": "0",
+}
+# The stopped tick reaches the service once a fifth of the spike's containers have started,
+# and at least twice as many as pacing needs to tell a spike (more than SPIKE_RATE / 6 starts
+# in its 10 s minimum span, counted from the daemon's events in whole seconds): late enough
+# that pacing can see the spike in both rows, early enough that most of the spike is left for
+# a sweep to compete with. Starts that began from the tick on are what the rows compare.
+SPIKE_TICK_AT = 0.2
+SPIKE_TICK_MIN = 2 * SPIKE_RATE // 6
+# A deferral ends by MAX_DEFER at the latest, and the forced sweep (one action in flight) of a
+# backlog this size is done in well under two minutes.
+CLEAR_TIMEOUT_S = 600 + 120
+LOG_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _SpikeRound:
+    """One row's spike in one round: (began, seconds) per start, on time.perf_counter()."""
+
+    samples: list[tuple[float, float]]
+    # Named spans of the round, e.g. "during_sweep": the starts that began inside one count.
+    windows: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    details: Figures = field(default_factory=dict)
+
+    def latencies(self, window: str = "all") -> list[float]:
+        """The seconds of the starts that began inside one of the window's spans."""
+        spans = self.windows.get(window, [])
+        return [
+            latency
+            for began, latency in self.samples
+            if window == "all" or any(start <= began <= end for start, end in spans)
+        ]
+
+
 def spike(ctx: Context) -> Figures:
-    """Start latency of a burst of containers, alone and with a removal sweep running."""
-    host = ctx.main
-    rows = SPIKE_ROWS
-    samples: dict[str, list[tuple[float, float]]] = {row: [] for row in rows}
-    windows: dict[str, list[tuple[float, float]]] = {row: [] for row in rows}
-    sweeps: dict[str, list[Figures]] = {row: [] for row in rows}
-    for round_no in range(ctx.rounds):
-        for row in _rotated(list(rows), round_no):
-            overrides = rows[row]
-            host.empty()
-            host.create(ctx.scale.spike_backlog)
-            time.sleep(AGE)
-            ctx.say(f"spike {ctx.scale.spike} over {ctx.scale.spike_backlog}: {row}")
-            janitor = None
-            if overrides is not None:
-                env = janitor_env(
-                    [host],
-                    created_grace="1s",
-                    stopped_grace="1s",
-                    max_actions=NO_CAP,
-                    **overrides,
-                )
-                janitor = _Background([JANITOR, "sweep", "--task", "remove-stopped", "--json"], env)
-            samples[row] += _spawn(host, ctx.scale.spike)
-            if janitor is not None:
-                report = janitor.finish()
-                done = int(report["counts"].get("done", 0))
-                require(done == ctx.scale.spike_backlog, f"{row} removed {done}")
-                windows[row].append((janitor.exited_at - report["duration_s"], janitor.exited_at))
-                sweeps[row].append({"duration_s": report["duration_s"], "done": done})
-    host.empty()
-    result: Figures = {"count": ctx.scale.spike, "backlog": ctx.scale.spike_backlog, "rows": {}}
-    for row in rows:
-        latencies = [latency for _, latency in samples[row]]
-        entry: Figures = {"all": _latency_stats(latencies), "sweeps": sweeps[row]}
-        if windows[row]:
-            during = [
-                latency
-                for began, latency in samples[row]
-                if any(start <= began <= end for start, end in windows[row])
-            ]
-            entry["during_sweep"] = _latency_stats(during)
+    """Start latency of a burst of containers over a backlog: alone, with a removal sweep
+    running beside it, and with the janitor service running, pacing off and on."""
+    rounds: dict[str, list[_SpikeRound]] = {row: [] for row in SPIKE_ROWS}
+    service_dir = ctx.workdir / "service"
+    try:
+        with ServiceRedis(service_dir / "redis") as broker:
+            for round_no in range(ctx.rounds):
+                for row in _rotated(list(SPIKE_ROWS), round_no):
+                    ctx.main.empty()
+                    ctx.say(
+                        f"spike {ctx.scale.spike} over {ctx.scale.spike_backlog}: {row}, "
+                        f"round {round_no + 1}"
+                    )
+                    spec = SPIKE_ROWS[row]
+                    if spec.by == "service":
+                        label = f"{row}-{round_no + 1}"
+                        done = _service_spike(ctx, spec, broker, service_dir, label)
+                    else:
+                        done = _cli_spike(ctx, row, spec)
+                    rounds[row].append(done)
+    finally:
+        shutil.rmtree(service_dir, ignore_errors=True)
+    ctx.main.empty()
+    result: Figures = {
+        "count": ctx.scale.spike,
+        "backlog": ctx.scale.spike_backlog,
+        "tick_after_starts": tick_after(ctx.scale.spike),
+        "rows": {},
+    }
+    for row, done_rounds in rounds.items():
+        spec = SPIKE_ROWS[row]
+        entry: Figures = {"by": spec.by, "settings": dict(spec.settings)}
+        windows = ["all", *dict.fromkeys(name for one in done_rounds for name in one.windows)]
+        for window in windows:
+            entry[window] = _latency_stats(
+                [latency for one in done_rounds for latency in one.latencies(window)]
+            )
+        # Each round's own p95: how far rounds of the same row drift apart on this machine.
+        entry["p95_ms_by_round"] = {
+            window: [_latency_stats(one.latencies(window)).get("p95_ms") for one in done_rounds]
+            for window in windows
+        }
+        details = [one.details for one in done_rounds]
+        if spec.by == "service":
+            entry["service"] = details
+            entry["median"] = _summarise(details, _SERVICE_KEYS)
+        else:
+            entry["sweeps"] = [d for d in details if d]
         result["rows"][row] = entry
     return result
+
+
+_SERVICE_KEYS = ("tick_s", "spike_s", "cleared_after_spike_s", "deferrals", "forced")
+
+
+def _cli_spike(ctx: Context, row: str, spec: SpikeRow) -> _SpikeRound:
+    host = ctx.main
+    backlog = ctx.scale.spike_backlog
+    host.create(backlog)
+    time.sleep(AGE)
+    if spec.by == "nobody":
+        # Where the service rows get their tick: the baseline for their starts from the tick
+        # on, since a spike's later starts are not timed like its first ones.
+        marked: list[float] = []
+        mark = tick_after(ctx.scale.spike)
+        samples = _spawn(host, ctx.scale.spike, tick_after=mark, tick=_marker(marked))
+        return _SpikeRound(samples, {"from_tick": [(marked[0], float("inf"))]})
+    env = janitor_env(
+        [host], created_grace="1s", stopped_grace="1s", max_actions=NO_CAP, **spec.settings
+    )
+    janitor = _Background([JANITOR, "sweep", "--task", "remove-stopped", "--json"], env)
+    samples = _spawn(host, ctx.scale.spike)
+    report = janitor.finish()
+    done = int(report["counts"].get("done", 0))
+    require(done == backlog, f"{row} removed {done}")
+    acting = (janitor.exited_at - report["duration_s"], janitor.exited_at)
+    return _SpikeRound(
+        samples, {"during_sweep": [acting]}, {"duration_s": report["duration_s"], "done": done}
+    )
+
+
+def _service_spike(
+    ctx: Context, spec: SpikeRow, broker: ServiceRedis, directory: Path, label: str
+) -> _SpikeRound:
+    """The spike with the service in steady state and the backlog eligible: the service gets
+    its stopped tick part-way into the spike and handles the backlog its own way."""
+    host = ctx.main
+    count, backlog = ctx.scale.spike, ctx.scale.spike_backlog
+    broker.flush()
+    settings = {**SERVICE_SETTINGS, **spec.settings}
+    with Service(host, broker.url, settings, directory, label) as service:
+        host.create(backlog)
+        time.sleep(AGE)
+        require(_managed(host) == backlog, f"{label}: the backlog went before the spike")
+        # Log lines carry wall-clock times; the spike is timed on perf_counter.
+        to_perf = time.perf_counter() - time.time()
+        ticked: list[float] = []
+
+        def tick() -> None:
+            ticked.append(time.perf_counter())
+            service.tick()
+
+        samples = _spawn(host, count, tick_after=tick_after(count), tick=tick)
+        spike_start = min(began for began, _ in samples)
+        spike_end = max(began + latency for began, latency in samples)
+        # Polled only from here on: during the spike the list calls would add to its load.
+        cleared_at: float | None = None
+        if _managed(host) > 0:
+            polled = wait_for_count(service, SELECTOR, 0, CLEAR_TIMEOUT_S)
+            cleared_at = polled + to_perf
+        sweeps = _removal_sweeps(service, backlog)
+        events = service.events()
+    spans = [(end + to_perf - duration, end + to_perf) for end, duration, _ in sweeps]
+    if cleared_at is None:
+        # Gone before the spike ended: the service's own log says when.
+        cleared_at = max(end for _, end in spans)
+    return _SpikeRound(
+        samples,
+        {"from_tick": [(ticked[0], float("inf"))], "during_sweep": spans},
+        {
+            "tick_after_starts": tick_after(count),
+            "tick_s": round(ticked[0] - spike_start, 3),
+            "spike_s": round(spike_end - spike_start, 3),
+            "cleared_after_spike_s": round(cleared_at - spike_end, 3),
+            "deferrals": sum(e.get("event") == "sweep_deferred" for e in events),
+            "forced": sum(e.get("event") == "sweep_forced" for e in events),
+            "sweeps": [
+                {
+                    "start_s": round(start - spike_start, 3),
+                    "duration_s": round(end - start, 3),
+                    "done": done,
+                }
+                for (start, end), (_, _, done) in zip(spans, sweeps, strict=True)
+            ],
+        },
+    )
+
+
+def _marker(marks: list[float]) -> Callable[[], None]:
+    return lambda: marks.append(time.perf_counter())
+
+
+def tick_after(count: int) -> int:
+    """After how many completed starts of a spike of `count` the service gets its tick; never
+    past the middle, which only a tiny (smoke) spike reaches."""
+    return max(1, min(count // 2, max(round(count * SPIKE_TICK_AT), SPIKE_TICK_MIN)))
+
+
+def _managed(host: Host) -> int:
+    return len(host.api.containers(all=True, quiet=True, filters={"label": SELECTOR}))
+
+
+def _removal_sweeps(service: Service, backlog: int) -> list[tuple[float, float, int]]:
+    """(end, duration_s, done) of each stopped sweep that removed something, once the log
+    accounts for the whole backlog: the last removal precedes its sweep's log line."""
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    while True:
+        sweeps = [
+            (epoch(e), float(e["duration_s"]), int(e["counts"].get("done", 0)))
+            for e in service.events("sweep_finished")
+            if e.get("task") == "remove-stopped"
+        ]
+        sweeps = [sweep for sweep in sweeps if sweep[2] > 0]
+        removed = sum(done for _, _, done in sweeps)
+        if removed >= backlog:
+            require(removed == backlog, f"the service removed {removed} of {backlog}")
+            return sweeps
+        service.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"the service's log accounts for {removed} of {backlog} removals:\n"
+                f"{service.log_tail()}"
+            )
+        time.sleep(0.2)
 
 
 def _latency_stats(latencies: Sequence[float]) -> Figures:
@@ -398,21 +590,38 @@ def _latency_stats(latencies: Sequence[float]) -> Figures:
     }
 
 
-def _spawn(host: Host, count: int) -> list[tuple[float, float]]:
-    """Create and start `count` containers from SPIKE_THREADS threads: (began, seconds) each."""
+def _spawn(
+    host: Host, count: int, *, tick_after: int = 0, tick: Callable[[], None] | None = None
+) -> list[tuple[float, float]]:
+    """Create and start `count` containers from SPIKE_THREADS threads: (began, seconds) each.
+    `tick` is called once, by the thread whose start completes the `tick_after`-th."""
     api = host.api
     host_config = api.create_host_config(network_mode="none")
+    lock = threading.Lock()
+    completed = 0
 
     def start_one(_: int) -> tuple[float, float]:
+        nonlocal completed
         began = time.perf_counter()
         created = api.create_container(
             IMAGE, command=SPIKE_COMMAND, labels=SPIKE_LABELS, host_config=host_config
         )
         api.start(created["Id"])
-        return began, time.perf_counter() - began
+        took = time.perf_counter() - began
+        if tick is not None:
+            with lock:
+                completed += 1
+                due = completed == tick_after
+            if due:
+                tick()
+        return began, took
 
-    with ThreadPoolExecutor(SPIKE_THREADS, thread_name_prefix="spike") as pool:
+    pool = ThreadPoolExecutor(SPIKE_THREADS, thread_name_prefix="spike")
+    try:
         return list(pool.map(start_one, range(count)))
+    finally:
+        # Interrupted (Ctrl-C, SIGTERM): the starts not yet begun are dropped, not waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Background:

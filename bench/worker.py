@@ -34,9 +34,9 @@ SAMPLE_EVERY_S = 0.02
 def measure(host: Host, count: int, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
     redis_dir = workdir / "redis"
     redis_dir.mkdir(exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    server = _start_redis(port, redis_dir)
+    server = start_redis(port, redis_dir)
     proc: subprocess.Popen[bytes] | None = None
     app = Celery("janitor-bench", broker=url, backend=url)
     try:
@@ -60,7 +60,7 @@ def measure(host: Host, count: int, workdir: Path, say: Callable[[str], None]) -
             start_new_session=True,
         )
         log.close()
-        _wait_until_ready(app, proc, workdir / "worker.log")
+        wait_until_ready(app, proc, workdir / "worker.log")
         time.sleep(IDLE_SETTLE_S)
         idle = []
         for _ in range(int(IDLE_SAMPLE_S / IDLE_SAMPLE_EVERY_S)):
@@ -95,7 +95,7 @@ def measure(host: Host, count: int, workdir: Path, say: Callable[[str], None]) -
     finally:
         app.close()
         if proc is not None:
-            _stop(proc)
+            stop_process(proc)
         server.terminate()
         server.wait(STOP_TIMEOUT)
         shutil.rmtree(redis_dir, ignore_errors=True)
@@ -133,7 +133,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _wait_until_ready(app: Celery, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_ready(app: Celery, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while not app.control.ping(timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -141,7 +141,7 @@ def _wait_until_ready(app: Celery, proc: subprocess.Popen[bytes], log: Path) -> 
             raise BenchError(f"the Celery worker did not come up; end of its log:\n{tail}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     # SIGTERM is Celery's warm shutdown: the pool children exit with the main process.
     pool = descendants(proc.pid)
     proc.terminate()
@@ -153,9 +153,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     for child in pool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+    # Started in a session of its own: whatever outlived the leader (an embedded beat's
+    # children) still carries its group id.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
+def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise BenchError("redis-server not found on PATH: apt-get install redis-server")
@@ -183,7 +187,7 @@ def _start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
                 return server
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

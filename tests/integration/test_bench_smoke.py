@@ -1,6 +1,7 @@
 """The benchmark, shrunk to seconds, so it cannot rot: every case runs its code path with the
-janitor, `docker container prune` and the serial SDK loops; only the structure of its JSON is
-asserted, never a timing. dcgc and dcstop are left out: installing them needs the network."""
+janitor, `docker container prune` and the serial SDK loops, and the spike case's service rows
+with a real worker and beat on a private Redis; only the structure of its JSON is asserted,
+never a timing. dcgc and dcstop are left out: installing them needs the network."""
 
 from __future__ import annotations
 
@@ -30,6 +31,36 @@ def _tools(case: dict[str, Any], expected: set[str], keys: set[str]) -> None:
     for name, tool in case["tools"].items():
         assert len(tool["rounds"]) == 1, name
         _positive_numbers(tool["median"], keys)
+
+
+def _spike(spike: dict[str, Any]) -> None:
+    rows = spike["rows"]
+    assert set(rows) == {
+        "no_janitor", "janitor_c8", "janitor_c1", "service_pacing_off", "service_pacing_on",
+    }  # fmt: skip
+    for name, row in rows.items():
+        assert row["all"]["n"] == SIZE, name
+        _positive_numbers(row["all"], {"p50_ms", "p95_ms", "p99_ms"})
+        if row["by"] == "cli":
+            assert row["sweeps"][0]["done"] == SIZE, name
+            assert "during_sweep" in row, name
+    assert rows["service_pacing_off"]["settings"]["spike_rate"] == "0"
+    assert int(rows["service_pacing_on"]["settings"]["spike_rate"]) > 0
+    tick_after = spike["tick_after_starts"]
+    assert 0 < tick_after < SIZE
+    for name in ("service_pacing_off", "service_pacing_on"):
+        row = rows[name]
+        assert row["by"] == "service", name
+        (service,) = row["service"]
+        # The real worker removed the whole backlog, whether it deferred first or not.
+        assert sum(sweep["done"] for sweep in service["sweeps"]) == SIZE, name
+        assert service["tick_after_starts"] == tick_after, name
+        # The thread that sent the tick still had starts to make: some began after it.
+        assert 0 < row["from_tick"]["n"] < SIZE, name
+        _positive_numbers(service, {"tick_s", "spike_s"})
+        assert math.isfinite(service["cleared_after_spike_s"]), name
+        assert service["deferrals"] >= 0, name
+        assert set(row["median"]) >= {"cleared_after_spike_s", "deferrals", "forced"}, name
 
 
 def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
@@ -67,15 +98,7 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
     # The one structural promise that is not a timing: an idle sweep's calls do not grow.
     assert idle["api_calls_constant"] is True
 
-    rows = cases["spike"]["rows"]
-    # More rows may come (spike-aware pacing adds one); these three are always there.
-    assert set(rows) >= {"no_janitor", "janitor_c8", "janitor_c1"}
-    for name, row in rows.items():
-        assert row["all"]["n"] == SIZE, name
-        _positive_numbers(row["all"], {"p50_ms", "p95_ms", "p99_ms"})
-        if name != "no_janitor":
-            assert row["sweeps"][0]["done"] == SIZE, name
-            assert "during_sweep" in row, name
+    _spike(cases["spike"])
 
     hosts = cases["hosts"]
     assert hosts["hosts"] == HOSTS
@@ -88,7 +111,8 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
     _positive_numbers(worker, {"idle_rss_mib", "sweep_peak_rss_mib", "sweep_wall_s", "processes"})
 
     verdicts = {(v["case"], v["name"]) for v in document["targets"]}
-    assert {case for case, _ in verdicts} == {"backlog", "ghosts", "idle", "hosts"}
+    assert {case for case, _ in verdicts} == {"backlog", "ghosts", "idle", "spike", "hosts"}
+    assert any(name.startswith("service_pacing_on") for case, name in verdicts if case == "spike")
     machine = document["meta"]["machine"]
     assert machine["nproc"] > 0
     assert machine["dockerd"]
