@@ -33,10 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.authredis import PasswordRedis
-from support.bystanders import MANAGED, disturbed, plant_bystanders, state_of
+from support.bystanders import MANAGED, disturbed, plant_bystanders
 from support.celery import Processes, celery_command, service_env, wait_for
 from support.cli import JANITOR, Run, janitor_env, run_janitor, sweep_json
-from support.containers import container_ids, create_only, run_exited, run_running
+from support.containers import container_ids, create_only, run_exited, run_running, state_or_gone
 from support.tls import free_port
 
 from janitor import cli
@@ -53,7 +53,7 @@ OUTCOMES = {"done", "gone", "refused", "failed"}
 
 
 def containers_by_state(client: docker.DockerClient) -> dict[str, str]:
-    return {c: state_of(client, c) for c in container_ids(client)}
+    return {c: state_or_gone(client, c) for c in container_ids(client)}
 
 
 def assert_counts_add_up(report: Mapping[str, Any]) -> None:
@@ -125,9 +125,9 @@ def test_a_worker_clock_hours_off_changes_no_age(alpha: Engine, offset: str, hou
     assert [(a["id"], a["reason"], a["outcome"]) for a in removed] == [
         (exited, "exited_past_grace", "done")
     ]
-    assert {c: state_of(client, c) for c in young} == young
-    assert state_of(client, ghost) == "exited"
-    assert state_of(client, exited) == "gone"
+    assert {c: state_or_gone(client, c) for c in young} == young
+    assert state_or_gone(client, ghost) == "exited"
+    assert state_or_gone(client, exited) == "gone"
     assert not disturbed(client, bystanders)
 
 
@@ -420,7 +420,7 @@ def test_a_selector_that_takes_90_percent_of_a_host_aborts_with_zero_changes(
     run = sweep_json({**env, "JANITOR_SELECTOR": "janitor.managed=true"})
     assert run.code == 0, run.stderr
     assert run.report("alpha", "remove-stopped")["counts"] == {"done": 30}
-    assert all(state_of(a_client, c) == "running" for c in young)
+    assert all(state_or_gone(a_client, c) == "running" for c in young)
     assert not disturbed(a_client, a_bystanders)
 
 
@@ -591,8 +591,8 @@ def test_every_bad_variable_stops_every_entry_point_with_one_line(
         ]  # fmt: skip
     assert not problems, "\n\n".join(problems)
     assert containers_by_state(client) == before
-    assert state_of(client, ghost) == "running"
-    assert state_of(client, exited) == "exited"
+    assert state_or_gone(client, ghost) == "running"
+    assert state_or_gone(client, exited) == "exited"
     assert not disturbed(client, bystanders)
 
 
@@ -828,7 +828,7 @@ def _service_views(
     port = free_port()
     flower = procs.flower(env, port, FLOWER_AUTH)
     wait_for(
-        lambda: state_of(client, ghost) == "exited" and state_of(client, exited) == "gone",
+        lambda: (state_or_gone(client, ghost), state_or_gone(client, exited)) == ("exited", "gone"),
         timeout=60,
         what="the service to kill the ghost and remove the exited container",
         alive=procs.check_alive,
@@ -994,8 +994,8 @@ def _assert_only_theirs_acted_on(
         (planted.their_ghost, "kill", "done"),
         (planted.their_exited, "remove", "done"),
     }
-    assert state_of(client, planted.their_ghost) == "exited"
-    assert state_of(client, planted.their_exited) == "gone"
+    assert state_or_gone(client, planted.their_ghost) == "exited"
+    assert state_or_gone(client, planted.their_exited) == "gone"
     assert not disturbed(client, planted.ours)
     assert not disturbed(client, planted.bystanders)
 

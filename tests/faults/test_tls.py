@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.bystanders import MANAGED, disturbed, plant_bystanders, state_of
+from support.bystanders import MANAGED, disturbed, plant_bystanders
 from support.cli import janitor_env, run_janitor, sweep_json
-from support.containers import container_ids, run_exited, run_running
+from support.containers import container_ids, run_exited, run_running, state_or_gone
 from support.tls import Pki, TlsDaemon, make_pki
 
 AGE = 1.5
@@ -89,8 +89,8 @@ def test_a_tls_host_is_swept_with_the_right_certificates(tls_host: TlsDaemon, pk
     assert [(a["id"], a["outcome"]) for a in killed["actions"]] == [(planted.ghost, "done")]
     assert [(a["id"], a["outcome"]) for a in removed["actions"]] == [(planted.exited, "done")]
     client = tls_host.client()
-    assert state_of(client, planted.ghost) == "exited"
-    assert state_of(client, planted.exited) == "gone"
+    assert state_or_gone(client, planted.ghost) == "exited"
+    assert state_or_gone(client, planted.exited) == "gone"
     assert not disturbed(client, planted.bystanders)
 
 
@@ -128,7 +128,7 @@ def test_a_tls_handshake_that_fails_changes_nothing(
     certificates, environment, says = REFUSALS[case]
     planted = plant(tls_host)
     client = tls_host.client()
-    before = {c: state_of(client, c) for c in container_ids(client)}
+    before = {c: state_or_gone(client, c) for c in container_ids(client)}
     env = tls_env(tls_host, **certificates(pki)) | environment(pki)
     run = sweep_json(env)
     assert run.code == 1, run.stdout + run.stderr
@@ -140,15 +140,15 @@ def test_a_tls_handshake_that_fails_changes_nothing(
     check = run_janitor(["check"], env)
     assert check.code == 1
     assert f"FAIL  host tls {tls_host.tcp_url}:" in check.stdout, check.stdout
-    assert {c: state_of(client, c) for c in container_ids(client)} == before
-    assert state_of(client, planted.ghost) == "running"
+    assert {c: state_or_gone(client, c) for c in container_ids(client)} == before
+    assert state_or_gone(client, planted.ghost) == "running"
     assert not disturbed(client, planted.bystanders)
 
 
 def test_tcp_without_tls_is_refused(tls_host: TlsDaemon) -> None:
     planted = plant(tls_host)
     client = tls_host.client()
-    before = {c: state_of(client, c) for c in container_ids(client)}
+    before = {c: state_or_gone(client, c) for c in container_ids(client)}
     env = tls_env(tls_host, ca=None, cert=None, key=None)
     for command in (["sweep", "--json"], ["check"]):
         run = run_janitor(command, env)
@@ -162,5 +162,5 @@ def test_tcp_without_tls_is_refused(tls_host: TlsDaemon) -> None:
     assert run.code == 1, run.stdout + run.stderr
     assert {r["status"] for r in run.reports} == {"failed"}
     assert all("HTTP request to an HTTPS server" in r["error"] for r in run.reports)
-    assert {c: state_of(client, c) for c in container_ids(client)} == before
+    assert {c: state_or_gone(client, c) for c in container_ids(client)} == before
     assert not disturbed(client, planted.bystanders)

@@ -35,7 +35,7 @@ from support.celery import (
     wait_for,
 )
 from support.cli import janitor_env, sweep_json
-from support.containers import run_exited, run_running, status
+from support.containers import run_exited, run_running, state
 
 from janitor import pressure
 from janitor.lease import OwnerLease
@@ -52,13 +52,6 @@ REMOVE_INTERVAL = 3.0  # support.celery.SERVICE
 # A sweep that is due has a little longer than its tick to show: worker scheduling, the
 # sweep's own Docker calls and a busy two-core test machine.
 SLACK = 3.0
-
-
-def state(host: Engine, container_id: str) -> str:
-    try:
-        return status(host.client(), container_id)
-    except docker.errors.NotFound:
-        return "gone"
 
 
 def at(event: dict[str, Any]) -> datetime:

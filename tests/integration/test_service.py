@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import pytest
 import redis
 from celery import Celery
@@ -42,7 +41,7 @@ from support.celery import (
     wait_for,
 )
 from support.cli import JANITOR
-from support.containers import container_ids, run_exited, run_running, status
+from support.containers import container_ids, run_exited, run_running, state
 from support.redisserver import RedisHost
 
 from janitor.locks import lease_key
@@ -93,13 +92,6 @@ class Planted:
     def describe(self) -> str:
         states = {c[:12]: self.state(c) for c in [*self.ghosts, *self.exited, *self.survivors]}
         return f"{self.host.name}: {states}"
-
-
-def state(host: Engine, container_id: str) -> str:
-    try:
-        return status(host.client(), container_id)
-    except docker.errors.NotFound:
-        return "gone"
 
 
 def plant_on(hosts: Sequence[Engine], **what: Any) -> list[Planted]:

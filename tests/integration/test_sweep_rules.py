@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import docker.errors
 import pytest
 from support.cli import janitor_env, sweep_in_process, sweep_json
 from support.containers import (
@@ -14,7 +13,7 @@ from support.containers import (
     run_paused,
     run_restarting,
     run_running,
-    status,
+    state,
 )
 
 from janitor.model import Task
@@ -25,13 +24,6 @@ PROTECTED = {"janitor.managed": "true", "janitor.protect": "true"}
 # Long enough that a container planted at the start of a test is still young at its end.
 LONG = "1h"
 AGE = 1.5  # seconds to wait so that a 1s budget is exceeded
-
-
-def state(host: Engine, container_id: str) -> str:
-    try:
-        return status(host.client(), container_id)
-    except docker.errors.NotFound:
-        return "gone"
 
 
 def outcomes(report: dict[str, object]) -> dict[str, tuple[str, str, str]]:

@@ -6,10 +6,9 @@ import re
 import time
 from datetime import timedelta
 
-import docker.errors
 import redis
 from support.cli import janitor_env, run_janitor, sweep_json
-from support.containers import container_ids, run_exited, run_running, status
+from support.containers import container_ids, run_exited, run_running, state
 
 from janitor.dockerhost import DockerHost
 from janitor.locks import NoLease, lease_key
@@ -22,13 +21,6 @@ MANAGED = {"janitor.managed": "true"}
 AGE = 1.5
 REPORT_KEYS = {"task", "host", "dry_run", "status", "daemon_time", "scanned", "duration_s"}
 REPORT_KEYS |= {"actions", "counts"}
-
-
-def state(host: Engine, container_id: str) -> str:
-    try:
-        return status(host.client(), container_id)
-    except docker.errors.NotFound:
-        return "gone"
 
 
 class MeddlingHost(DockerHost):

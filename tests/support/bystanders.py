@@ -6,7 +6,7 @@ from __future__ import annotations
 import docker
 import docker.errors
 
-from support.containers import create_only, run_exited, run_running, status
+from support.containers import create_only, run_exited, run_running, state_or_gone
 
 MANAGED = {"janitor.managed": "true"}
 # Past any budget a test sets: without the protect label the janitor would act on these.
@@ -31,14 +31,7 @@ def plant_bystanders(client: docker.DockerClient) -> dict[str, str]:
     }
 
 
-def state_of(client: docker.DockerClient, container_id: str) -> str:
-    try:
-        return status(client, container_id)
-    except docker.errors.NotFound:
-        return "gone"
-
-
 def disturbed(client: docker.DockerClient, bystanders: dict[str, str]) -> dict[str, str]:
     """The bystanders not in the state they were planted in: id -> state now."""
-    now = {c: state_of(client, c) for c in bystanders}
+    now = {c: state_or_gone(client, c) for c in bystanders}
     return {c: s for c, s in now.items() if s != bystanders[c]}

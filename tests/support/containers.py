@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import docker
 
+from janitor.sandbox.daemons import Engine
 from janitor.sandbox.image import IMAGE
 
 RestartPolicy = Mapping[str, str | int]
@@ -169,3 +170,8 @@ def state_or_gone(client: docker.DockerClient, container_id: str) -> str:
         return status(client, container_id)
     except docker.errors.NotFound:
         return "gone"
+
+
+def state(host: Engine, container_id: str) -> str:
+    """`state_or_gone` on a test host."""
+    return state_or_gone(host.client(), container_id)
