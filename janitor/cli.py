@@ -12,14 +12,14 @@ from typing import TextIO
 
 import redis
 
-from janitor import logs
+from janitor import keys, logs
 from janitor.dockerhost import DockerHost
 from janitor.errors import ConfigError, HostError
-from janitor.locks import REDIS_ERRORS, daemon_id_key
+from janitor.locks import REDIS_ERRORS
 from janitor.model import Outcome, Status, SweepReport, Task
-from janitor.policy import format_duration
 from janitor.settings import Settings, load_settings
 from janitor.sweep import sweep_host
+from janitor.vocabulary import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 TASK_CHOICES: dict[str, tuple[Task, ...]] = {
@@ -254,7 +254,7 @@ def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None
         f"{managed} container(s) under selector {settings.selector}, "
         f"clock {skew:+.1f}s from this machine"
     )
-    recorded = client.get(daemon_id_key(name)) if client is not None else None
+    recorded = client.get(keys.daemon_identity(name)) if client is not None else None
     if recorded is not None and recorded.decode() != info.id:
         print(f"FAIL  {line}: Redis recorded daemon {recorded.decode()} for this name before")
         return False

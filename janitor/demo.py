@@ -29,13 +29,12 @@ from typing import Any, NoReturn, TextIO
 from janitor import service
 from janitor.dockerhost import DockerHost
 from janitor.errors import ConfigError, ContainerGoneError, HostError
-from janitor.model import Container, Selector, State
-from janitor.policy import format_duration, parse_duration
+from janitor.model import Container, HostConfig, Selector, State
 from janitor.sandbox.daemons import PrivateDaemon
 from janitor.sandbox.image import ensure_test_image
 from janitor.sandbox.install import InstallError, ensure_sandbox_packages
 from janitor.sandbox.workload import Kind, Planted, Shape, Workload
-from janitor.settings import HostConfig
+from janitor.vocabulary import format_duration, parse_duration
 
 HOST_NAME = "sandbox"
 # Short budgets so every rule fires within a minute; the intervals keep each sweep's time

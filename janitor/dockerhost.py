@@ -28,9 +28,8 @@ from janitor.errors import (
     ContainerGoneError,
     HostUnreachableError,
 )
-from janitor.model import Container, Selector, Summary
-from janitor.policy import COMPOSE_PROJECT_LABEL
-from janitor.settings import HostConfig
+from janitor.model import Container, HostConfig, Selector, Summary
+from janitor.vocabulary import COMPOSE_PROJECT_LABEL
 
 T = TypeVar("T")
 

@@ -22,13 +22,10 @@ from datetime import timedelta
 
 import redis
 
-LABEL = "janitor.lease"
-KEY_PREFIX = "janitor:lease:"
+from janitor import keys
+from janitor.vocabulary import LEASE_LABEL
+
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
-
-
-def redis_key(key: str) -> str:
-    return KEY_PREFIX + key
 
 
 def check_key(key: str) -> str:
@@ -48,20 +45,20 @@ class OwnerLease:
     @property
     def labels(self) -> dict[str, str]:
         """The label that ties a container to this lease."""
-        return {LABEL: self.key}
+        return {LEASE_LABEL: self.key}
 
     def create(self) -> None:
-        self._client.set(redis_key(self.key), "1", px=self._ttl_ms)
+        self._client.set(keys.owner_lease(self.key), "1", px=self._ttl_ms)
 
     def renew(self) -> bool:
         """Extend the lease; False when it had already expired (its containers may be gone)."""
-        renewed = bool(self._client.pexpire(redis_key(self.key), self._ttl_ms))
+        renewed = bool(self._client.pexpire(keys.owner_lease(self.key), self._ttl_ms))
         if not renewed:
             self.create()
         return renewed
 
     def release(self) -> None:
-        self._client.delete(redis_key(self.key))
+        self._client.delete(keys.owner_lease(self.key))
 
     @contextmanager
     def kept_alive(self, every: timedelta | None = None) -> Iterator[OwnerLease]:
@@ -84,13 +81,13 @@ class OwnerLease:
             self.release()
 
 
-def dead_leases(client: redis.Redis[bytes], keys: Iterable[str]) -> frozenset[str]:
-    """The keys among `keys` whose lease no longer exists, in one round trip."""
-    ordered = sorted(set(keys))
+def dead_leases(client: redis.Redis[bytes], lease_keys: Iterable[str]) -> frozenset[str]:
+    """The keys among `lease_keys` whose lease no longer exists, in one round trip."""
+    ordered = sorted(set(lease_keys))
     if not ordered:
         return frozenset()
     pipeline = client.pipeline(transaction=False)
     for key in ordered:
-        pipeline.exists(redis_key(key))
+        pipeline.exists(keys.owner_lease(key))
     alive = pipeline.execute()
     return frozenset(key for key, exists in zip(ordered, alive, strict=True) if not exists)

@@ -11,6 +11,7 @@ from typing import Protocol
 import redis
 import redis.exceptions
 
+from janitor import keys
 from janitor.errors import LeaseHeldError, LeaseLostError, WrongHostError
 
 # Extends the lease only while it is still ours: a lease that expired and was taken by
@@ -48,21 +49,12 @@ class NoLease:
         return None
 
 
-def lease_key(host: str, task: str) -> str:
-    # Not under janitor:lease:, which holds the owner leases that spawning services renew.
-    return f"janitor:sweep:{host}:{task}"
-
-
-def daemon_id_key(host: str) -> str:
-    return f"janitor:daemon-id:{host}"
-
-
 class RedisLease:
     """A token-checked Redis key with a TTL: it dies with its holder, not before."""
 
     def __init__(self, client: redis.Redis[bytes], host: str, task: str, ttl: timedelta) -> None:
         self._client = client
-        self.key = lease_key(host, task)
+        self.key = keys.sweep_lease(host, task)
         self._ttl_ms = max(1, int(ttl.total_seconds() * 1000))
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._renew = client.register_script(_RENEW)
@@ -100,7 +92,7 @@ def check_daemon_identity(client: redis.Redis[bytes], host: str, daemon_id: str)
 
     Returns True when this call recorded it (the first sweep of that host name).
     """
-    key = daemon_id_key(host)
+    key = keys.daemon_identity(host)
     recorded = client.set(key, daemon_id, nx=True)
     if recorded:
         return True

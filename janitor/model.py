@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 
 
 class State(StrEnum):
@@ -49,6 +50,30 @@ class Reason(StrEnum):
     OWNER_LEASE_EXPIRED = "owner_lease_expired"
     OVER_MAX_STOPPED = "over_max_stopped"
     BAD_LABEL = "bad_label"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    ca_cert: Path
+    client_cert: Path | None
+    client_key: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """One Docker host the janitor sweeps, by its name in JANITOR_HOSTS."""
+
+    name: str
+    url: str
+    tls: TLSConfig | None = None
+
+    @property
+    def queue(self) -> str:
+        return f"janitor.{self.name}"
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.url.startswith("tcp://")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import redis
 import structlog
 
-from janitor import metrics, pressure
+from janitor import keys, metrics, pressure
 from janitor.dockerhost import DockerHost
 from janitor.errors import HostError
 from janitor.settings import Settings
@@ -84,10 +84,6 @@ class RemovalPlan:
     notes: dict[str, object] = field(default_factory=dict)
 
 
-def _key(kind: str, host: str) -> str:
-    return f"janitor:pacing:{kind}:{host}"
-
-
 def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes]) -> RemovalPlan:
     """Whether the stopped sweep of a host runs now, and with which settings.
 
@@ -110,7 +106,7 @@ def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes])
         return RemovalPlan(Pace.RUN, effective, notes)  # the sweep reports the host as failed
     notes["spawn_rate_per_min"] = round(rate, 1)
     metrics.SPAWN_RATE.labels(host=host_name).set(rate)
-    since_key = _key("deferred-since", host_name)
+    since_key = keys.pacing("deferred-since", host_name)
     raw = client.get(since_key)
     deferred_since = datetime.fromisoformat(raw.decode()) if raw else None
     deferred_for = now - deferred_since if deferred_since else None
@@ -151,7 +147,7 @@ def _measure_rate(settings: Settings, host_name: str) -> tuple[float, datetime]:
 
 def claim_recheck(client: redis.Redis[bytes], host_name: str) -> bool:
     """True for the one caller that should schedule the next rate check of a deferral."""
-    return bool(client.set(_key("recheck", host_name), "1", nx=True, px=_ms(RECHECK)))
+    return bool(client.set(keys.pacing("recheck", host_name), "1", nx=True, px=_ms(RECHECK)))
 
 
 def check_pressure(settings: Settings, host_name: str, client: redis.Redis[bytes]) -> bool:
@@ -166,7 +162,7 @@ def check_pressure(settings: Settings, host_name: str, client: redis.Redis[bytes
         return False
     metrics.PRESSURE.labels(host=host_name, resource="memory").set(reading.memory)
     metrics.PRESSURE.labels(host=host_name, resource="cpu").set(reading.cpu)
-    key = _key("pressure", host_name)
+    key = keys.pacing("pressure", host_name)
     was_under = bool(client.exists(key))
     under = is_under_pressure(
         reading.peak, was_under, settings.pressure_high, settings.pressure_low
@@ -184,7 +180,7 @@ def check_pressure(settings: Settings, host_name: str, client: redis.Redis[bytes
 
 def claim_pressure_sweep(client: redis.Redis[bytes], host_name: str, hold: timedelta) -> bool:
     """True for the one caller that should start an early stopped sweep in this episode tick."""
-    return bool(client.set(_key("pressure-sweep", host_name), "1", nx=True, px=_ms(hold)))
+    return bool(client.set(keys.pacing("pressure-sweep", host_name), "1", nx=True, px=_ms(hold)))
 
 
 def _ms(duration: timedelta) -> int:

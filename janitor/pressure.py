@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from janitor.settings import HostConfig
+from janitor.model import HostConfig
 
 # Long enough for /proc/stat's jiffies to move on an idle host, short enough for a task.
 CPU_SAMPLE_S = 0.25

@@ -6,9 +6,9 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from janitor.model import Selector
-from janitor.policy import format_duration
-from janitor.settings import HostConfig, Settings
+from janitor.model import HostConfig, Selector
+from janitor.settings import Settings
+from janitor.vocabulary import format_duration
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- config-table -->", "<!-- /config-table -->"

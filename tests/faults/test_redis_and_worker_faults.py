@@ -34,7 +34,7 @@ from support.celery import (
 from support.containers import plant_bystanders, run_exited, run_running
 from support.redisserver import PrivateRedis
 
-from janitor.locks import lease_key
+from janitor.keys import sweep_lease
 from janitor.model import Status, Task
 from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings
@@ -113,7 +113,7 @@ def test_redis_killed_mid_sweep_stops_it_and_the_service_recovers(
     alpha: Engine, tmp_path: Path, persistence: bool
 ) -> None:
     interval = 8
-    key = lease_key("alpha", "kill-ghosts")
+    key = sweep_lease("alpha", "kill-ghosts")
     # Its own Redis, stopped only after the Celery processes that use it.
     with PrivateRedis(persistence=persistence) as server, Processes(tmp_path) as procs:
         client = server.client()
@@ -282,7 +282,7 @@ def strike_mid_sweep(
         interval=0.05,
     )
     (child,) = children(worker.pid)
-    holder = get(client, lease_key("alpha", "kill-ghosts"))
+    holder = get(client, sweep_lease("alpha", "kill-ghosts"))
     assert holder is not None, "the sweep under way holds no lease"
     assert f":{child}:" in holder, holder
     return child, holder
@@ -290,7 +290,7 @@ def strike_mid_sweep(
 
 def expect_expiry(client: redis.Redis[bytes], holder: str, ttl: int) -> None:
     """The lease of a killed sweep is still there, for no longer than its TTL."""
-    key = lease_key("alpha", "kill-ghosts")
+    key = sweep_lease("alpha", "kill-ghosts")
     assert 0 < client.pttl(key) <= ttl * 1000
     wait_for(lambda: get(client, key) != holder, timeout=ttl, what="the dead sweep's lease to go")
 

@@ -44,7 +44,7 @@ from support.cli import JANITOR
 from support.containers import container_ids, run_exited, run_running, state
 from support.redisserver import RedisHost
 
-from janitor.locks import lease_key
+from janitor.keys import sweep_lease
 from janitor.sandbox.daemons import Engine
 from janitor.schedule import DEFAULT_QUEUE
 
@@ -285,7 +285,7 @@ def test_two_beats_on_one_schedule_act_on_each_container_once(
     skipped = worker.events("sweep_skipped")
     assert skipped, "no duplicate tick met a held lease"
     for event in skipped:
-        assert event["why"].startswith(f"{lease_key(event['host'], event['task'])} is held by")
+        assert event["why"].startswith(f"{sweep_lease(event['host'], event['task'])} is held by")
     # Each skipped duplicate is a result too: a success that swept nothing.
     assert len(skipped) == sum(1 for r in results if r["status"] == "SUCCESS" and not r["result"])
     assert len(results) == ticks

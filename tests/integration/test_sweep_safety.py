@@ -11,10 +11,11 @@ from support.cli import janitor_env, run_janitor, sweep_json
 from support.containers import container_ids, run_exited, run_running, state
 
 from janitor.dockerhost import DockerHost
-from janitor.locks import NoLease, lease_key
-from janitor.model import Container, Task
+from janitor.keys import sweep_lease
+from janitor.locks import NoLease
+from janitor.model import Container, HostConfig, Task
 from janitor.sandbox.daemons import Engine
-from janitor.settings import HostConfig, Settings
+from janitor.settings import Settings
 from janitor.sweep import SweepOptions, run_sweep
 
 MANAGED = {"janitor.managed": "true"}
@@ -204,17 +205,17 @@ def test_held_lease_skips_the_host_and_changes_nothing(alpha: Engine, redis_url:
     ghost = run_running(alpha.client(), labels=MANAGED)
     time.sleep(AGE)
     client = redis.Redis.from_url(redis_url)
-    client.set(lease_key("alpha", "kill-ghosts"), "someone-else", px=60_000)
+    client.set(sweep_lease("alpha", "kill-ghosts"), "someone-else", px=60_000)
     env = janitor_env({"alpha": alpha.url}, redis_url=redis_url, max_runtime="1s")
     run = sweep_json(env, "--task", "kill-ghosts")
     assert run.code == 0
     assert run.reports == []
     assert "skipped" in run.stderr
     assert state(alpha, ghost) == "running"
-    client.delete(lease_key("alpha", "kill-ghosts"))
+    client.delete(sweep_lease("alpha", "kill-ghosts"))
     run = sweep_json(env, "--task", "kill-ghosts")
     assert run.report("alpha", "kill-ghosts")["counts"] == {"done": 1}
-    assert client.get(lease_key("alpha", "kill-ghosts")) is None, "lease released after the sweep"
+    assert client.get(sweep_lease("alpha", "kill-ghosts")) is None, "lease released after the sweep"
     client.close()
 
 

@@ -38,8 +38,8 @@ from support.churn import (
 )
 
 from janitor.dockerhost import parse_instant
-from janitor.policy import parse_duration
 from janitor.sandbox.daemons import Engine
+from janitor.vocabulary import parse_duration
 
 SOAK_MINUTES = float(os.environ.get("JANITOR_SOAK_MINUTES", "20"))
 RESULT_PATH = Path(__file__).with_name("last-result.json")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from janitor.policy import DURATION_FORMS, MAX_DURATION, format_duration, parse_duration
+from janitor.vocabulary import DURATION_FORMS, MAX_DURATION, format_duration, parse_duration
 
 ACCEPTED = [
     ("90s", timedelta(seconds=90)),

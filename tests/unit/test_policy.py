@@ -16,12 +16,12 @@ from janitor.policy import (
     could_be_eligible,
     decide,
     is_in_scope,
-    parse_duration,
     select,
     select_ghosts,
     select_stopped,
     still_warranted,
 )
+from janitor.vocabulary import parse_duration
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 KILL = Task.KILL_GHOSTS

@@ -11,16 +11,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from janitor.config_syntax import parse_hosts, redact_url
 from janitor.errors import ConfigError, UnknownHostError
-from janitor.model import Rules, Selector
-from janitor.settings import (
-    HostConfig,
-    Settings,
-    TLSConfig,
-    load_settings,
-    parse_hosts,
-    redact_url,
-)
+from janitor.model import HostConfig, Rules, Selector, TLSConfig
+from janitor.settings import Settings, load_settings
 
 DURATION_VARS = {
     "JANITOR_MAX_RUNTIME": "max_runtime",

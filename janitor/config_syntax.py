@@ -1,0 +1,110 @@
+"""The text forms of configuration values: host lists, selectors, Redis URLs.
+
+Pure parsing, no environment: `settings` reads the variables and hands their text here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from janitor.model import HostConfig, Selector
+
+HOST_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+SELECTOR_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+# urlsplit lowercases the hostname and strips IPv6 brackets; this refuses spaces and controls.
+TCP_HOSTNAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
+
+
+def parse_hosts(text: str) -> tuple[HostConfig, ...]:
+    """Parse `name=url,name=url`; names unique, urls unix:///abs/path or tcp://host:port."""
+    hosts: list[HostConfig] = []
+    entries = [entry.strip() for entry in text.split(",")]
+    if not any(entries):
+        raise ValueError(
+            "no host given: use name=unix:///path or name=tcp://host:port, comma-separated"
+        )
+    for entry in entries:
+        if not entry:
+            raise ValueError("empty entry between commas")
+        name, sep, url = entry.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep:
+            raise ValueError(f"entry {entry!r} is not name=url")
+        if not HOST_NAME.fullmatch(name):
+            raise ValueError(f"host name {name!r} must match [a-z0-9][a-z0-9-]*")
+        if any(host.name == name for host in hosts):
+            raise ValueError(f"host name {name!r} is used twice")
+        hosts.append(HostConfig(name=name, url=_check_docker_url(url)))
+    return tuple(hosts)
+
+
+def _check_docker_url(url: str) -> str:
+    if url.startswith("unix://"):
+        path = url.removeprefix("unix://")
+        if not path.startswith("/") or path == "/":
+            raise ValueError(f"{url!r} must be unix:///absolute/path")
+        return url
+    if url.startswith("tcp://"):
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r} must be tcp://host:port") from None
+        if (
+            port is None
+            or not 0 < port <= 65535
+            or not _is_tcp_hostname(parts.hostname or "")
+            or "@" in parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(f"{url!r} must be tcp://host:port")
+        return f"tcp://{parts.netloc}"
+    raise ValueError(f"{url!r} must start with unix:// or tcp://")
+
+
+def _is_tcp_hostname(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return TCP_HOSTNAME.fullmatch(hostname) is not None
+    return True
+
+
+def parse_selector(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text == "*":
+        return Selector(key=None)
+    key, sep, label_value = text.partition("=")
+    if not SELECTOR_KEY.fullmatch(key) or "," in text or (sep and not label_value):
+        raise ValueError("must be a label key, key=value, or * for every container")
+    return Selector(key=key, value=label_value if sep else None)
+
+
+_USERINFO_PASSWORD = re.compile(r"^(?P<head>[^:/?#@]*://[^:/?#@]*:).*@(?P<tail>[^@]*)$", re.DOTALL)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs, reports and error messages.
+
+    Text, not urlsplit: a password holding '/', '?', '#' or '@' (unencoded, as operators
+    paste them) ends urlsplit's netloc early, and a bad port makes it raise.
+    """
+    # Userinfo first: its greedy match swallows a '?password=' typed inside the password.
+    url = _USERINFO_PASSWORD.sub(r"\g<head>***@\g<tail>", url)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", url)
+
+
+def is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False

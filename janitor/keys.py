@@ -1,0 +1,29 @@
+"""Every Redis key the janitor reads or writes, named in one place.
+
+Each family has its own prefix, so an operator can list, count or reset one of them with
+`redis-cli --scan --pattern 'janitor:<family>:*'` without touching the others.
+"""
+
+from __future__ import annotations
+
+# Owner leases are written by spawning services (janitor.lease), in any language.
+OWNER_LEASE_PREFIX = "janitor:lease:"
+
+
+def sweep_lease(host: str, task: str) -> str:
+    """The per-(host, task) lease of a sweep; not under janitor:lease:, the owners' family."""
+    return f"janitor:sweep:{host}:{task}"
+
+
+def daemon_identity(host: str) -> str:
+    """The daemon a host name reached the first time, so a swapped socket is refused."""
+    return f"janitor:daemon-id:{host}"
+
+
+def owner_lease(key: str) -> str:
+    return OWNER_LEASE_PREFIX + key
+
+
+def pacing(kind: str, host: str) -> str:
+    """Pacing and pressure state of a host: deferral start, pending recheck, pressure flag."""
+    return f"janitor:pacing:{kind}:{host}"

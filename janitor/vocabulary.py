@@ -1,0 +1,80 @@
+"""The janitor's words, one home each: durations and the labels it reads.
+
+Pure: imports nothing of ours, so the policy, the settings and the Docker adapter can all
+speak it without importing each other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+
+PROTECT_LABEL = "janitor.protect"
+MAX_RUNTIME_LABEL = "janitor.max-runtime"
+STOPPED_GRACE_LABEL = "janitor.stopped-grace"
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+LEASE_LABEL = "janitor.lease"
+GROUP_LABEL = "janitor.group"
+
+DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
+
+DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NUMBER = r"\d+(?:\.\d+)?"
+_PLAIN = re.compile(rf"^{_NUMBER}$")
+_COMPACT_PART = re.compile(rf"({_NUMBER})([smhdw])")
+_COMPACT = re.compile(rf"^(?:{_NUMBER}[smhdw])+$")
+_ISO = re.compile(
+    rf"^P(?:(?P<w>{_NUMBER})W)?(?:(?P<d>{_NUMBER})D)?"
+    rf"(?:T(?:(?P<h>{_NUMBER})H)?(?:(?P<m>{_NUMBER})M)?(?:(?P<s>{_NUMBER})S)?)?$"
+)
+# Far beyond any sensible budget, and small enough that datetime arithmetic cannot overflow.
+MAX_DURATION = timedelta(days=3650)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse the duration forms the contract accepts; ValueError names those forms."""
+    raw = text.strip()
+    # ASCII only: \d and str.upper() reach further ("\u0661\u0662" read as 12s, "PT5\u017f" as 5s).
+    seconds = _seconds(raw) if raw.isascii() else None
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError(f"not a duration: use {DURATION_FORMS}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"longer than {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
+
+
+def _seconds(raw: str) -> float | None:
+    if _PLAIN.match(raw):
+        return float(raw)
+    if _COMPACT.match(raw.lower()):
+        parts = _COMPACT_PART.findall(raw.lower())
+        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if (iso := _ISO.match(raw.upper())) and _names_a_unit(iso, raw.upper()):
+        # The ISO groups are named after our units ("m" is minutes in the time part).
+        iso_parts = {unit: float(n) for unit, n in iso.groupdict().items() if n is not None}
+        return sum(number * _UNIT_SECONDS[unit] for unit, number in iso_parts.items())
+    return None
+
+
+def _names_a_unit(iso: re.Match[str], text: str) -> bool:
+    # Every ISO part is optional in the pattern; "P", "PT" and "P1DT" are not durations.
+    parts = iso.groupdict()
+    has_time_part = any(parts[key] is not None for key in "hms")
+    return any(v is not None for v in parts.values()) and ("T" not in text or has_time_part)
+
+
+def format_duration(duration: timedelta) -> str:
+    """The shortest compact form that parse_duration reads back to the same value."""
+    # Integer microseconds: "%g" of float seconds gave "1.23457e+06s", which reads back wrong.
+    micros = duration // timedelta(microseconds=1)
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit] * 1_000_000
+        if micros >= size and micros % size == 0:
+            return f"{micros // size}{unit}"
+    sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+    whole, fraction = divmod(micros, 1_000_000)
+    if fraction == 0:
+        return f"{sign}{whole}s"
+    return f"{sign}{whole}.{fraction:06d}".rstrip("0") + "s"
