@@ -16,9 +16,9 @@ from janitor import keys, logs
 from janitor.dockerhost import DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.locks import REDIS_ERRORS
-from janitor.model import Outcome, Status, SweepReport, Task
+from janitor.model import Outcome, Status, SweepNotRun, SweepReport, Task
 from janitor.settings import Settings, load_settings
-from janitor.sweep import sweep_host
+from janitor.tick import sweep_host
 from janitor.vocabulary import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -118,14 +118,11 @@ def _sweep(args: argparse.Namespace) -> int:
     def sweep_one_host(name: str) -> list[SweepReport]:
         reports = []
         for task in tasks:
-            report = sweep_host(settings, name, task, redis_client=client)
-            if report is None:
-                print(
-                    f"janitor: {name} {task.value}: skipped, another sweep holds its lease",
-                    file=sys.stderr,
-                )
+            outcome = sweep_host(settings, name, task, redis_client=client)
+            if isinstance(outcome, SweepNotRun):
+                print(f"janitor: {name} {task.value}: skipped ({outcome.why})", file=sys.stderr)
             else:
-                reports.append(report)
+                reports.append(outcome)
         return reports
 
     try:

@@ -41,6 +41,9 @@ class Status(StrEnum):
     OK = "ok"
     ABORTED = "aborted"
     FAILED = "failed"
+    # A tick that did not sweep (SweepNotRun): pacing put it off, or another sweep held the lease.
+    DEFERRED = "deferred"
+    SKIPPED = "skipped"
 
 
 class Reason(StrEnum):
@@ -225,6 +228,31 @@ class SweepReport:
         if self.error:
             report["error"] = self.error
         return report
+
+
+@dataclass(frozen=True, slots=True)
+class SweepNotRun:
+    """A tick that swept nothing: deferred by pacing, or skipped because the lease was held."""
+
+    task: Task
+    host: str
+    status: Status
+    why: str = ""
+    # Pacing's figures (spawn rate, how long deferred), shown to the operator as they are.
+    notes: Mapping[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        result: dict[str, object] = {
+            "task": self.task.value,
+            "host": self.host,
+            "status": self.status.value,
+        }
+        if self.why:
+            result["why"] = self.why
+        return {**result, **self.notes}
+
+
+SweepOutcome = SweepReport | SweepNotRun
 
 
 def _rfc3339(instant: datetime | None) -> str | None:

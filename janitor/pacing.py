@@ -17,9 +17,9 @@ import redis
 import structlog
 
 from janitor import keys, metrics, pressure
-from janitor.dockerhost import DockerHost
 from janitor.errors import HostError
 from janitor.settings import Settings
+from janitor.tick import Tick
 
 log = structlog.get_logger(__name__)
 
@@ -84,15 +84,16 @@ class RemovalPlan:
     notes: dict[str, object] = field(default_factory=dict)
 
 
-def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes]) -> RemovalPlan:
+def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
     """Whether the stopped sweep of a host runs now, and with which settings.
 
     Spawn times and the deferral's start are both on the daemon's clock.
     """
-    bound = log.bind(host=host_name, task="remove-stopped")
+    settings, host_name = tick.settings, tick.host.name
+    bound = tick.log
     notes: dict[str, object] = {}
     effective = settings
-    if check_pressure(settings, host_name, client):
+    if check_pressure(tick, client):
         effective = tightened(settings)
         # Said in the report only when it changed the sweep: by default reports keep the
         # contract's exact fields.
@@ -101,7 +102,7 @@ def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes])
     if settings.spike_rate <= 0:
         return RemovalPlan(Pace.RUN, effective, notes)
     try:
-        rate, now = _measure_rate(settings, host_name)
+        rate, now = _measure_rate(tick)
     except HostError:
         return RemovalPlan(Pace.RUN, effective, notes)  # the sweep reports the host as failed
     notes["spawn_rate_per_min"] = round(rate, 1)
@@ -138,11 +139,10 @@ def plan_removal(settings: Settings, host_name: str, client: redis.Redis[bytes])
     return RemovalPlan(decision, effective, notes)
 
 
-def _measure_rate(settings: Settings, host_name: str) -> tuple[float, datetime]:
+def _measure_rate(tick: Tick) -> tuple[float, datetime]:
     """The host's spawn rate per minute and the daemon's clock it was measured at."""
-    with DockerHost(settings.host(host_name), timeout=settings.docker_timeout) as docker:
-        now = docker.info().now
-        return spawn_rate(docker.starts_between(now - SPAWN_WINDOW, now), now), now
+    now = tick.daemon_info().now
+    return spawn_rate(tick.docker.starts_between(now - SPAWN_WINDOW, now), now), now
 
 
 def claim_recheck(client: redis.Redis[bytes], host_name: str) -> bool:
@@ -150,10 +150,10 @@ def claim_recheck(client: redis.Redis[bytes], host_name: str) -> bool:
     return bool(client.set(keys.pacing("recheck", host_name), "1", nx=True, px=_ms(RECHECK)))
 
 
-def check_pressure(settings: Settings, host_name: str, client: redis.Redis[bytes]) -> bool:
+def check_pressure(tick: Tick, client: redis.Redis[bytes]) -> bool:
     """Read the host's pressure and keep its episode state; True while under pressure."""
-    config = settings.host(host_name)
-    if settings.pressure_high <= 0 or not pressure.can_read(config):
+    settings, host_name = tick.settings, tick.host.name
+    if settings.pressure_high <= 0 or not pressure.can_read(tick.host):
         return False
     try:
         reading = pressure.read(settings.proc_root)

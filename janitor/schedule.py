@@ -28,7 +28,6 @@ class TimeLimits:
     cutoff: timedelta
     soft: timedelta
     hard: timedelta
-    lease_ttl: timedelta
     expires: timedelta
 
 
@@ -42,7 +41,6 @@ def time_limits(settings: Settings, task: Task) -> TimeLimits:
         cutoff=soft_limit(interval) - slowest_call,
         soft=soft_limit(interval),
         hard=hard_limit(interval),
-        lease_ttl=interval,
         # A tick still queued after this is stale: the next one is about to come.
         expires=interval * 0.9,
     )

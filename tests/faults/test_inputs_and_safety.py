@@ -42,11 +42,12 @@ from support.tls import free_port
 from janitor import cli
 from janitor.dockerhost import DockerHost, own_container_ids
 from janitor.errors import ConfigError
+from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
 from janitor.model import Container, Task
 from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings, load_settings
-from janitor.sweep import SweepOptions, run_sweep
+from janitor.sweep import SweepOptions
 
 AGE = 1.5
 OUTCOMES = {"done", "gone", "refused", "failed"}
@@ -323,7 +324,7 @@ def test_500_candidates_raced_by_a_meddling_user(alpha: Engine) -> None:
         for task in (Task.KILL_GHOSTS, Task.REMOVE_STOPPED):
             began = time.monotonic()
             options = SweepOptions.from_settings(config, task)
-            report = run_sweep(host, config.rules(), options, NoLease(), host.info().now)
+            report = sweep_containers(host, config.rules(), options, NoLease(), host.info().now)
             reports.append((report.to_dict(), (began, time.monotonic())))
             print(f"{task.value} swept in {time.monotonic() - began:.1f} s")
 
@@ -1018,7 +1019,9 @@ def test_the_janitors_own_compose_project_is_exempt_in_a_sweep(alpha: Engine) ->
         rules = config.rules(own_ids, projects)
         for task in (Task.KILL_GHOSTS, Task.REMOVE_STOPPED):
             options = SweepOptions.from_settings(config, task)
-            reports.append(run_sweep(host, rules, options, NoLease(), host.info().now).to_dict())
+            reports.append(
+                sweep_containers(host, rules, options, NoLease(), host.info().now).to_dict()
+            )
     _assert_only_theirs_acted_on(client, planted, reports)
 
 

@@ -808,10 +808,8 @@ def test_the_metrics_endpoint_sums_what_every_pool_process_reported(
         for outcome, count in report["counts"].items():
             actions[(report["host"], report["task"], outcome)] += count
     for result in results:
-        if result["status"] == "SUCCESS" and result["result"] is None:
-            host = result["args"][0]
-            task = "kill-ghosts" if result["name"] == "janitor.kill_ghosts" else "remove-stopped"
-            sweeps[(host, task, "skipped")] += 1
+        if result["status"] == "SUCCESS" and result["result"]["status"] == "skipped":
+            sweeps[(result["result"]["host"], result["result"]["task"], "skipped")] += 1
     assert actions[("alpha", "kill-ghosts", "refused")] >= 3
 
     def exposed(name: str, *labels: str) -> Counter[tuple[str, ...]]:

@@ -210,7 +210,7 @@ def test_worker_and_beat_sweep_both_hosts_and_store_the_reports(
     assert_nothing_failed(results)
     for result in results:
         report = result["result"]
-        if result["status"] != "SUCCESS" or report is None:
+        if result["status"] != "SUCCESS" or report["status"] == "skipped":
             continue  # running, or a backlogged tick that met its predecessor's lease
         assert set(report) == REPORT_KEYS, report
         assert report["task"] == TASKS[result["name"]]
@@ -286,8 +286,15 @@ def test_two_beats_on_one_schedule_act_on_each_container_once(
     assert skipped, "no duplicate tick met a held lease"
     for event in skipped:
         assert event["why"].startswith(f"{sweep_lease(event['host'], event['task'])} is held by")
-    # Each skipped duplicate is a result too: a success that swept nothing.
-    assert len(skipped) == sum(1 for r in results if r["status"] == "SUCCESS" and not r["result"])
+    # Each skipped duplicate is a result too: a success that swept nothing and says why.
+    skipped_results = [
+        r["result"]
+        for r in results
+        if r["status"] == "SUCCESS" and r["result"]["status"] == "skipped"
+    ]
+    assert len(skipped) == len(skipped_results)
+    for result in skipped_results:
+        assert result["why"].startswith(sweep_lease(result["host"], result["task"]))
     assert len(results) == ticks
     assert_nothing_failed(results)
 

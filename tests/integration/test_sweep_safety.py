@@ -12,11 +12,12 @@ from support.containers import container_ids, run_exited, run_running, state
 
 from janitor.dockerhost import DockerHost
 from janitor.keys import sweep_lease
+from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
 from janitor.model import Container, HostConfig, Task
 from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings
-from janitor.sweep import SweepOptions, run_sweep
+from janitor.sweep import SweepOptions
 
 MANAGED = {"janitor.managed": "true"}
 AGE = 1.5
@@ -55,7 +56,7 @@ def test_container_removed_by_someone_else_is_gone(alpha: Engine) -> None:
     )
     with meddler:
         now = meddler.info().now
-        report = run_sweep(
+        report = sweep_containers(
             meddler, settings.rules(), SweepOptions(Task.REMOVE_STOPPED), NoLease(), now
         )
     assert [(r.action.container_id, r.outcome.value) for r in report.results] == [(exited, "gone")]
@@ -72,7 +73,7 @@ def test_container_restarted_after_the_decision_is_not_killed(alpha: Engine) -> 
     with meddler:
         now = meddler.info().now
         options = SweepOptions(Task.KILL_GHOSTS, stop_timeout=timedelta(0))
-        report = run_sweep(meddler, settings.rules(), options, NoLease(), now)
+        report = sweep_containers(meddler, settings.rules(), options, NoLease(), now)
     (result,) = report.results
     assert result.outcome.value == "refused"
     assert result.detail == "restarted_since_decision"
@@ -86,7 +87,7 @@ def test_container_started_after_the_decision_is_not_removed(alpha: Engine) -> N
     meddler = MeddlingHost(settings.host("alpha"), {exited: lambda: alpha.api().start(exited)})
     with meddler:
         now = meddler.info().now
-        report = run_sweep(
+        report = sweep_containers(
             meddler, settings.rules(), SweepOptions(Task.REMOVE_STOPPED), NoLease(), now
         )
     (result,) = report.results

@@ -312,11 +312,13 @@ def task_result(redis_url: str, task_id: str) -> dict[str, Any] | None:
 
 
 def reports(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The sweep reports among results: successful tasks that swept (not skipped: None)."""
+    """The sweep reports among results: successful tasks that swept (not skipped or deferred)."""
     return [
         r["result"]
         for r in results
-        if r.get("status") == "SUCCESS" and isinstance(r.get("result"), dict)
+        if r.get("status") == "SUCCESS"
+        and isinstance(r.get("result"), dict)
+        and r["result"]["status"] not in ("skipped", "deferred")
     ]
 
 

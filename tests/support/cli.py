@@ -13,7 +13,7 @@ from typing import Any
 
 from janitor.model import Task
 from janitor.settings import Settings
-from janitor.sweep import sweep_host
+from janitor.tick import sweep_host
 
 JANITOR = str(Path(sys.executable).with_name("janitor"))
 # Ages in these tests are seconds, so the sweeps must not wait on long default timeouts.
@@ -100,6 +100,4 @@ def sweep_in_process(host_name: str, url: str, task: Task, **overrides: str) -> 
     machine) would age a container past its budget between planting and deciding."""
     fast = {k.removeprefix("JANITOR_").lower(): v for k, v in FAST.items()}
     settings = Settings(hosts=f"{host_name}={url}", **{**fast, **overrides})  # type: ignore[arg-type]
-    report = sweep_host(settings, host_name, task, redis_client=None)
-    assert report is not None
-    return report.to_dict()
+    return sweep_host(settings, host_name, task, redis_client=None).to_dict()

@@ -1,0 +1,109 @@
+"""The kinds of sweep: the pure policy's decisions bound to the Docker adapter's verbs.
+
+A kind tells the sweep engine what to list, what to inspect, what to do and whether it still
+holds; it decides through `policy` and acts through `dockerhost`. Killing ghosts and removing
+stopped containers are one kind with two tasks; a new kind of sweep is a new class here, run
+by the same engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import structlog
+
+from janitor import policy
+from janitor.dockerhost import DockerHost
+from janitor.locks import REDIS_ERRORS, Lease
+from janitor.model import Action, Container, HostFacts, Reason, Rules, SweepReport, Verb
+from janitor.sweep import ReportHeader, Survey, SweepOptions, run_engine
+
+# Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
+DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
+
+
+class ContainerKind:
+    """Containers, for the ghost task (kill) or the stopped task (remove)."""
+
+    def __init__(
+        self,
+        docker: DockerHost,
+        rules: Rules,
+        options: SweepOptions,
+        *,
+        dead_leases: DeadLeaseLookup | None,
+    ) -> None:
+        """Without `dead_leases` (no Redis) no owner lease counts as expired."""
+        self.docker = docker
+        self.rules = rules
+        self.options = options
+        self.task = options.task
+        self.dead_leases = dead_leases
+        self.facts = HostFacts()
+        self.log = structlog.get_logger(__name__).bind(
+            host=docker.name, task=self.task.value, dry_run=options.dry_run
+        )
+
+    def survey(self, now: datetime) -> Survey:
+        summaries = self.docker.list_containers(self.rules.selector)
+        candidates, self.facts = policy.survey(summaries, self.task, self.rules, now)
+        return Survey(
+            scanned=len(summaries),
+            census=dict(Counter(str(s.state) for s in summaries)),
+            candidate_ids=[c.id for c in candidates],
+        )
+
+    def inspect(self, item_id: str) -> Container:
+        return self.docker.inspect(item_id)
+
+    def decide(self, snapshots: Sequence[Container], now: datetime) -> list[Action]:
+        self.facts = dataclasses.replace(
+            self.facts, dead_leases=self._look_up_dead(policy.lease_keys(snapshots))
+        )
+        return policy.select(snapshots, self.task, self.rules, now, facts=self.facts)
+
+    def why_not(self, action: Action, current: Container, now: datetime) -> str | None:
+        facts = self.facts
+        if action.reason is Reason.OWNER_LEASE_EXPIRED:
+            # The owner may have renewed it since the decision: ask Redis again.
+            facts = dataclasses.replace(
+                facts, dead_leases=self._look_up_dead(policy.lease_keys([current]))
+            )
+        return policy.still_warranted(action, current, self.task, self.rules, now, facts=facts)
+
+    def act(self, action: Action, current: Container) -> None:
+        if action.verb is Verb.KILL:
+            self.docker.kill(current, self.options.stop_timeout)
+        else:
+            self.docker.remove(current.id, volumes=self.options.remove_volumes)
+
+    def _look_up_dead(self, keys: frozenset[str]) -> frozenset[str]:
+        if not keys:
+            return frozenset()
+        if self.dead_leases is None:
+            self.log.warning("owner_leases_unchecked", why="no Redis", containers=len(keys))
+            return frozenset()
+        try:
+            return self.dead_leases(keys)
+        except REDIS_ERRORS as exc:
+            # Unknown is not expired: a lease we cannot read never makes a container a ghost.
+            self.log.warning("owner_leases_unchecked", why=str(exc), containers=len(keys))
+            return frozenset()
+
+
+def sweep_containers(
+    docker: DockerHost,
+    rules: Rules,
+    options: SweepOptions,
+    lease: Lease,
+    now: datetime,
+    *,
+    dead_leases: DeadLeaseLookup | None = None,
+) -> SweepReport:
+    """One container sweep of a host whose daemon clock reads `now`, by the shared engine."""
+    kind = ContainerKind(docker, rules, options, dead_leases=dead_leases)
+    header = ReportHeader(options.task, docker.name, options.dry_run)
+    return run_engine(kind, header, options, lease, now)

@@ -1,0 +1,164 @@
+"""One tick of one (host, task), step by step: connect, clock, identity, rules, lease, sweep,
+report, log. Shared by the CLI and the Celery tasks; it knows nothing of Celery.
+
+A tick resolves its host once, opens one Docker client and reads the daemon's clock once;
+pacing, which runs before the sweep of a stopped tick, reads the same clock through it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import redis
+import structlog
+
+from janitor import lease as owner_leases
+from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
+from janitor.errors import HostError, LeaseHeldError
+from janitor.kinds import DeadLeaseLookup, sweep_containers
+from janitor.locks import REDIS_ERRORS, Lease, NoLease, RedisLease, check_daemon_identity
+from janitor.model import (
+    HostConfig,
+    Rules,
+    Status,
+    SweepNotRun,
+    SweepOutcome,
+    SweepReport,
+    Task,
+)
+from janitor.settings import Settings
+from janitor.sweep import ReportHeader, SweepOptions
+
+log = structlog.get_logger(__name__)
+
+
+class Tick:
+    """What one tick works with: settings, the resolved host, one client, one clock reading."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        host: HostConfig,
+        task: Task,
+        docker: DockerHost,
+        redis_client: redis.Redis[bytes] | None,
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.task = task
+        self.docker = docker
+        self.redis = redis_client
+        self.log = log.bind(host=host.name, task=task.value, dry_run=settings.dry_run)
+        self._info: DaemonInfo | HostError | None = None
+
+    def daemon_info(self) -> DaemonInfo:
+        """The daemon's /info, read once per tick; an unreachable daemon is not asked twice."""
+        if self._info is None:
+            try:
+                self._info = self.docker.info()
+            except HostError as exc:
+                self._info = exc
+        if isinstance(self._info, HostError):
+            raise self._info
+        return self._info
+
+    def with_settings(self, settings: Settings) -> Tick:
+        """The same tick run with other settings (pacing tightens or slows a sweep)."""
+        changed = Tick(settings, self.host, self.task, self.docker, self.redis)
+        changed._info = self._info
+        return changed
+
+
+@contextmanager
+def open_tick(
+    settings: Settings, host_name: str, task: Task, redis_client: redis.Redis[bytes] | None
+) -> Iterator[Tick]:
+    """Raises UnknownHostError, before touching anything, for a host name not configured."""
+    host = settings.host(host_name)
+    pool_size = settings.concurrency + 2
+    with DockerHost(host, timeout=settings.docker_timeout, max_pool_size=pool_size) as docker:
+        yield Tick(settings, host, task, docker, redis_client)
+
+
+def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
+    """Sweep the tick's host for its task; never raises for host, Redis or lease trouble.
+
+    Without a Redis client (a CLI sweep with Redis down) there is no lease and no identity
+    record. Another sweep holding the lease makes this one a logged no-op: SKIPPED.
+    """
+    options = SweepOptions.from_settings(tick.settings, tick.task, deadline)
+    header = ReportHeader(tick.task, tick.host.name, options.dry_run)
+    lease: Lease = NoLease()
+    try:
+        info = tick.daemon_info()
+        _check_identity(tick, info)
+        rules = _rules(tick)
+        lease = _take_lease(tick)
+    except LeaseHeldError as exc:
+        tick.log.info("sweep_skipped", why=str(exc))
+        return SweepNotRun(tick.task, tick.host.name, Status.SKIPPED, why=str(exc))
+    except (HostError, *REDIS_ERRORS) as exc:
+        error = str(exc) if isinstance(exc, HostError) else f"Redis unreachable: {exc}"
+        return _finished(tick, header.report(Status.FAILED, None, error=error))
+    try:
+        report = sweep_containers(
+            tick.docker, rules, options, lease, info.now, dead_leases=_lease_lookup(tick)
+        )
+    finally:
+        lease.release()
+    return _finished(tick, report)
+
+
+def sweep_host(
+    settings: Settings,
+    host_name: str,
+    task: Task,
+    *,
+    redis_client: redis.Redis[bytes] | None,
+    deadline: float | None = None,
+) -> SweepOutcome:
+    """A whole tick for callers with nothing to do between opening it and sweeping."""
+    with open_tick(settings, host_name, task, redis_client) as tick:
+        return sweep(tick, deadline=deadline)
+
+
+def _check_identity(tick: Tick, info: DaemonInfo) -> None:
+    """Refuse a host name that now reaches another daemon (WrongHostError)."""
+    if tick.redis is not None and check_daemon_identity(tick.redis, tick.host.name, info.id):
+        tick.log.info("daemon_recorded", daemon_id=info.id, daemon_name=info.name)
+
+
+def _rules(tick: Tick) -> Rules:
+    own_ids = own_container_ids()
+    return tick.settings.rules(own_ids, tick.docker.compose_projects_of(own_ids))
+
+
+def _take_lease(tick: Tick) -> Lease:
+    if tick.redis is None:
+        return NoLease()
+    ttl: timedelta = tick.settings.interval(tick.task.value)
+    return RedisLease(tick.redis, tick.host.name, tick.task.value, ttl).acquire()
+
+
+def _lease_lookup(tick: Tick) -> DeadLeaseLookup | None:
+    if tick.redis is None:
+        return None
+    return functools.partial(owner_leases.dead_leases, tick.redis)
+
+
+def _finished(tick: Tick, report: SweepReport) -> SweepReport:
+    """The sweep's closing lines: its failure, if any, at error level, then one summary."""
+    if report.status is Status.FAILED:
+        tick.log.error("sweep_failed", error=report.error)
+    tick.log.info(
+        "sweep_finished",
+        status=report.status.value,
+        scanned=report.scanned,
+        counts=report.counts,
+        duration_s=round(report.duration_s, 3),
+        api_calls=sum(tick.docker.calls.values()),
+    )
+    return report

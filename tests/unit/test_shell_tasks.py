@@ -1,0 +1,145 @@
+"""The Celery tasks' own steps (pacing, pressure, the result they return) against a fake host.
+
+The task functions run in this process, as a worker's pool process runs them, with the fake
+Docker host in place of the adapter and a real private Redis; nothing is sent to a broker:
+the follow-up ticks a task would queue are recorded instead.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from structlog.testing import capture_logs
+from support.fakehost import NOW, FakeHost, container, emitted, settings_for
+
+from janitor import keys, tasks, tick
+from janitor.errors import UnknownHostError
+from janitor.model import State
+
+CLOSED_REDIS = "redis://127.0.0.1:1/0"
+
+
+class Harness:
+    """One fake host, the settings the tasks read, and the ticks they queued."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+        self.monkeypatch = monkeypatch
+        self.proc = proc
+        self.fake = FakeHost([container("old-exit"), container("ghost", State.RUNNING)])
+        self.queued: list[dict[str, Any]] = []
+        monkeypatch.setattr(tick, "DockerHost", lambda config, **_: self.fake)
+        monkeypatch.setattr(
+            tasks.remove_stopped, "apply_async", lambda **kw: self.queued.append(kw)
+        )
+        self.load(memory_used=0.1)
+
+    def configure(self, redis_url: str, **overrides: Any) -> None:
+        settings = settings_for(self.fake, proc_root=str(self.proc), **overrides)
+        client: redis.Redis[bytes] = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+        )
+        self.monkeypatch.setattr(tasks, "cached_settings", lambda: settings)
+        self.monkeypatch.setattr(tasks, "_redis", lambda: client)
+
+    def load(self, *, memory_used: float) -> None:
+        """A /proc of a host with that share of memory in use and an idle CPU."""
+        available = int(1_000_000 * (1 - memory_used))
+        (self.proc / "meminfo").write_text(f"MemTotal: 1000000 kB\nMemAvailable: {available} kB\n")
+        (self.proc / "stat").write_text("cpu  100 0 100 10000 0 0 0 0\n")
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Harness:
+    return Harness(monkeypatch, tmp_path)
+
+
+def test_an_unknown_host_is_rejected_before_anything_is_touched(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url)
+    with pytest.raises(UnknownHostError, match="unknown host 'omega'"):
+        tasks.kill_ghosts("omega")
+    assert sum(harness.fake.calls.values()) == 0
+
+
+def test_a_tick_opens_one_client_and_reads_the_clock_once(harness: Harness, redis_url: str) -> None:
+    harness.configure(redis_url, spike_rate=100, pressure_high=0.8)
+    result = tasks.remove_stopped("alpha")
+    assert result["status"] == "ok"
+    assert result["spawn_rate_per_min"] == 0
+    assert harness.fake.calls["info"] == 1, "pacing and the sweep share one clock reading"
+
+
+def test_pressure_starts_an_early_stopped_sweep_and_relief_is_logged(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url, pressure_high=0.8, pressure_low=0.7)
+    harness.load(memory_used=0.9)
+    with capture_logs() as logs:
+        tasks.kill_ghosts("alpha")
+        tasks.kill_ghosts("alpha")  # the same episode: no second early sweep
+    assert emitted(logs, "pressure_high", memory=0.9)[0]["log_level"] == "warning"
+    assert len(emitted(logs, "pressure_sweep_started", host="alpha")) == 1
+    assert [q["args"] for q in harness.queued] == [("alpha",)]
+    harness.load(memory_used=0.5)
+    with capture_logs() as logs:
+        tasks.kill_ghosts("alpha")
+    emitted(logs, "pressure_relieved", memory=0.5)
+
+
+def test_an_unreadable_proc_leaves_the_sweep_unpaced(harness: Harness, redis_url: str) -> None:
+    harness.configure(redis_url, pressure_high=0.8)
+    (harness.proc / "stat").unlink()
+    with capture_logs() as logs:
+        result = tasks.kill_ghosts("alpha")
+    assert result["status"] == "ok"
+    emitted(logs, "pressure_unreadable", host="alpha")
+
+
+def test_redis_down_fails_the_sweep_and_leaves_pacing_and_pressure_unchecked(
+    harness: Harness,
+) -> None:
+    harness.configure(CLOSED_REDIS, pressure_high=0.8, spike_rate=100)
+    with capture_logs() as logs:
+        killed = tasks.kill_ghosts("alpha")
+        removed = tasks.remove_stopped("alpha")
+    assert killed["status"] == removed["status"] == "failed"
+    emitted(logs, "pressure_unchecked", host="alpha")
+    emitted(logs, "pacing_unchecked", host="alpha")
+    assert len(emitted(logs, "sweep_failed")) == 2
+    assert harness.fake.calls["stop"] == harness.fake.calls["remove"] == 0
+
+
+def test_a_spike_defers_the_stopped_sweep_and_queues_one_recheck(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url, spike_rate=60)
+    harness.fake.starts = [NOW - timedelta(seconds=s) for s in range(30)]
+    with capture_logs() as logs:
+        first = tasks.remove_stopped("alpha")
+        second = tasks.remove_stopped("alpha")
+    assert first["status"] == second["status"] == "deferred"
+    assert first["spawn_rate_per_min"] > 60
+    emitted(logs, "sweep_deferred", threshold=60)
+    assert [q["countdown"] for q in harness.queued] == [10.0], "one recheck per deferral step"
+    assert harness.fake.calls["remove"] == 0
+
+
+def test_a_spike_longer_than_max_defer_forces_the_sweep_one_at_a_time(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url, spike_rate=60, max_defer="10m")
+    redis.Redis.from_url(redis_url).set(
+        keys.pacing("deferred-since", "alpha"), (NOW - timedelta(minutes=11)).isoformat()
+    )
+    harness.fake.starts = [NOW - timedelta(seconds=s) for s in range(30)]
+    with capture_logs() as logs:
+        result = tasks.remove_stopped("alpha")
+    assert result["status"] == "ok"
+    assert result["forced"] is True
+    assert result["counts"] == {"done": 1}
+    emitted(logs, "sweep_forced", deferred_s=660.0)
