@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
 from typing import TextIO
 
 import redis
@@ -22,6 +24,7 @@ from janitor.tick import sweep_host
 from janitor.vocabulary import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+DISTRIBUTION = "container-janitor"
 TASK_CHOICES: dict[str, tuple[Task, ...]] = {
     "kill-ghosts": (Task.KILL_GHOSTS,),
     "remove-stopped": (Task.REMOVE_STOPPED,),
@@ -52,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Kill ghost containers and remove stopped ones on Docker hosts.",
         epilog="Configuration comes from JANITOR_* environment variables; see the README.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version(DISTRIBUTION)}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sweep = commands.add_parser("sweep", help="sweep now, in this process, without a broker")
@@ -68,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
 
     check = commands.add_parser("check", help="validate the config, reach Redis and every host")
+    check.add_argument("--json", action="store_true", help="print one JSON object of checks")
     check.set_defaults(handler=_check)
 
     run = commands.add_parser(
@@ -201,62 +208,87 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(demo.parse_duration_option(args.duration), args.flower_port)
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of `janitor check`: what was checked, whether it passed, and what was seen."""
+
+    subject: str
+    ok: bool
+    message: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.subject}: {self.message}"
+
+
 def _check(args: argparse.Namespace) -> int:
-    del args
     try:
         settings = load_settings()
     except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"FAIL  configuration: {line}")
+        checks = [Check("configuration", False, line) for line in str(exc).splitlines()]
+        _print_checks(checks, as_json=args.json)
         return EXIT_CONFIG
-    print(
-        f"ok    configuration: {len(settings.hosts)} host(s) "
-        f"({', '.join(h.name for h in settings.hosts)}), selector {settings.selector}, "
-        f"max runtime {format_duration(settings.max_runtime)}, "
-        f"stopped grace {format_duration(settings.stopped_grace)}, "
-        f"dry run {'on' if settings.dry_run else 'off'}"
-    )
-    passed = True
+    checks = [_check_configuration(settings)]
     started = time.monotonic()
     client = _redis_or_none(settings, quiet=True)
+    redis_subject = f"redis {settings.redis_url_redacted}"
     if client is None:
-        passed = False
-        print(f"FAIL  redis {settings.redis_url_redacted}: not reachable")
+        checks.append(Check(redis_subject, False, "not reachable"))
     else:
-        print(
-            f"ok    redis {settings.redis_url_redacted}: "
-            f"PING in {(time.monotonic() - started) * 1000:.1f} ms"
-        )
+        ping_ms = (time.monotonic() - started) * 1000
+        checks.append(Check(redis_subject, True, f"PING in {ping_ms:.1f} ms"))
     try:
-        for config in settings.hosts:
-            passed &= _check_host(settings, config.name, client)
+        checks += [_check_host(settings, config.name, client) for config in settings.hosts]
     finally:
         if client is not None:
             client.close()
-    return EXIT_OK if passed else EXIT_FAILED
+    _print_checks(checks, as_json=args.json)
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
 
 
-def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None) -> bool:
+def _print_checks(checks: Sequence[Check], *, as_json: bool) -> None:
+    if as_json:
+        document = {
+            "ok": all(check.ok for check in checks),
+            "checks": [{"subject": c.subject, "ok": c.ok, "message": c.message} for c in checks],
+        }
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for check in checks:
+        print(check.line())
+
+
+def _check_configuration(settings: Settings) -> Check:
+    return Check(
+        "configuration",
+        True,
+        f"{len(settings.hosts)} host(s) ({', '.join(h.name for h in settings.hosts)}), "
+        f"selector {settings.selector}, max runtime {format_duration(settings.max_runtime)}, "
+        f"stopped grace {format_duration(settings.stopped_grace)}, "
+        f"dry run {'on' if settings.dry_run else 'off'}",
+    )
+
+
+def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None) -> Check:
     config = settings.host(name)
+    subject = f"host {name} {config.url}"
     with DockerHost(config, timeout=settings.docker_timeout) as docker:
         try:
             info = docker.info()
             managed = len(docker.list_containers(settings.selector))
         except HostError as exc:
-            print(f"FAIL  host {name} {config.url}: {exc}")
-            return False
+            return Check(subject, False, str(exc))
     skew = info.now.timestamp() - time.time()
-    line = (
-        f"host {name} {config.url}: Docker {info.server_version}, daemon {info.id[:20]}, "
+    message = (
+        f"Docker {info.server_version}, daemon {info.id[:20]}, "
         f"{managed} container(s) under selector {settings.selector}, "
         f"clock {skew:+.1f}s from this machine"
     )
     recorded = client.get(keys.daemon_identity(name)) if client is not None else None
     if recorded is not None and recorded.decode() != info.id:
-        print(f"FAIL  {line}: Redis recorded daemon {recorded.decode()} for this name before")
-        return False
-    print(f"ok    {line}")
-    return True
+        message += f": Redis recorded daemon {recorded.decode()} for this name before"
+        return Check(subject, False, message)
+    return Check(subject, True, message)
 
 
 if __name__ == "__main__":

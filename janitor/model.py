@@ -189,6 +189,7 @@ class ActionResult:
             "action": self.action.verb.value,
             "reason": self.action.reason.value,
             "outcome": self.outcome.value,
+            "detail": str(self.detail),
         }
 
 
@@ -214,19 +215,21 @@ class SweepReport:
         return counts
 
     def to_dict(self) -> dict[str, object]:
+        # Status and counts before the actions: a truncated view (Flower's result column)
+        # shows the outcome first.
         report: dict[str, object] = {
             "task": self.task.value,
             "host": self.host,
             "dry_run": self.dry_run,
             "status": self.status.value,
+            "counts": self.counts,
             "daemon_time": _rfc3339(self.daemon_time),
             "scanned": self.scanned,
             "duration_s": round(self.duration_s, 3),
-            "actions": [result.to_dict() for result in self.results],
-            "counts": self.counts,
         }
         if self.error:
             report["error"] = self.error
+        report["actions"] = [result.to_dict() for result in self.results]
         return report
 
 

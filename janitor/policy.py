@@ -25,6 +25,7 @@ from janitor.vocabulary import (
     MAX_RUNTIME_LABEL,
     PROTECT_LABEL,
     STOPPED_GRACE_LABEL,
+    Detail,
     parse_duration,
 )
 
@@ -326,17 +327,17 @@ def still_warranted(
     stopped, relabelled or protected since is left alone.
     """
     if current.started_at != action.seen_started_at:
-        return "restarted_since_decision"
+        return Detail.RESTARTED_SINCE_DECISION
     if current.finished_at != action.seen_finished_at:
-        return "ran_since_decision"
+        return Detail.RAN_SINCE_DECISION
     if action.reason is Reason.OVER_MAX_STOPPED:
         # Chosen by rank among all stopped containers, not by its own age: what can change
         # is its state or scope, and the rank of a container that did not change holds.
-        return None if _is_removable_stopped(current, rules) else "no_longer_eligible"
+        return None if _is_removable_stopped(current, rules) else Detail.NO_LONGER_ELIGIBLE
     fresh = decide(current, task, rules, now, facts=facts)
     # A bad_label action is reported, never carried out, whoever asks.
     if fresh is None or not fresh.actionable:
-        return "no_longer_eligible"
+        return Detail.NO_LONGER_ELIGIBLE
     if fresh.verb is not action.verb or fresh.reason is not action.reason:
-        return "no_longer_eligible"
+        return Detail.NO_LONGER_ELIGIBLE
     return None

@@ -22,6 +22,7 @@ import structlog
 from janitor.errors import ContainerError, ContainerGoneError, HostError, LeaseLostError
 from janitor.locks import Lease
 from janitor.model import Action, ActionResult, Outcome, Status, SweepReport, Task
+from janitor.vocabulary import Detail
 
 if TYPE_CHECKING:
     from janitor.settings import Settings
@@ -174,7 +175,7 @@ class _Engine(Generic[Snapshot]):
         actions = self.kind.decide(snapshots, self.now)
         actionable = [a for a in actions if a.actionable]
         results = [
-            ActionResult(a, Outcome.REFUSED, "bad_label") for a in actions if not a.actionable
+            ActionResult(a, Outcome.REFUSED, Detail.BAD_LABEL) for a in actions if not a.actionable
         ]
         self.log.debug(
             "sweep_decided",
@@ -206,7 +207,9 @@ class _Engine(Generic[Snapshot]):
                 max_actions=self.options.max_actions,
                 why="more eligible than JANITOR_MAX_ACTIONS; nothing was changed",
             )
-            results += [ActionResult(a, Outcome.REFUSED, "over_max_actions") for a in actionable]
+            results += [
+                ActionResult(a, Outcome.REFUSED, Detail.OVER_MAX_ACTIONS) for a in actionable
+            ]
             return Status.ABORTED, ""
         if self.options.dry_run:
             results += [ActionResult(a, Outcome.PLANNED) for a in actionable]
@@ -246,17 +249,18 @@ class _Engine(Generic[Snapshot]):
 
     def _act(self, action: Action) -> ActionResult:
         if self.halt:
-            return ActionResult(action, Outcome.REFUSED, f"sweep_stopped: {self.halt.reason}")
+            # Why it stopped is the sweep_halted line and the report's error; not repeated per item.
+            return ActionResult(action, Outcome.REFUSED, Detail.SWEEP_STOPPED)
         if self.options.deadline is not None and time.monotonic() > self.options.deadline:
             self.halt("deadline reached; the rest waits for the next tick", Status.OK)
-            return ActionResult(action, Outcome.REFUSED, "deadline_reached")
+            return ActionResult(action, Outcome.REFUSED, Detail.DEADLINE_REACHED)
         try:
             return self._recheck_and_act(action)
         except ContainerError as exc:
             return ActionResult(action, exc.outcome, str(exc))
         except LeaseLostError as exc:
             self.halt(str(exc))
-            return ActionResult(action, Outcome.REFUSED, "lease_lost")
+            return ActionResult(action, Outcome.REFUSED, Detail.LEASE_LOST)
         except HostError as exc:
             self.halt(str(exc))
             return ActionResult(action, Outcome.FAILED, str(exc))

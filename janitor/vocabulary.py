@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from enum import StrEnum
 
 PROTECT_LABEL = "janitor.protect"
 MAX_RUNTIME_LABEL = "janitor.max-runtime"
@@ -18,6 +19,24 @@ LEASE_LABEL = "janitor.lease"
 GROUP_LABEL = "janitor.group"
 
 DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
+
+
+class Detail(StrEnum):
+    """Why an action was not done: the closed list of a report action's `detail` codes.
+
+    A `gone`, `failed` or daemon-refused (409) action carries the daemon's own error text
+    instead; `done` and `planned` carry none.
+    """
+
+    BAD_LABEL = "bad_label"
+    OVER_MAX_ACTIONS = "over_max_actions"
+    DEADLINE_REACHED = "deadline_reached"
+    LEASE_LOST = "lease_lost"
+    SWEEP_STOPPED = "sweep_stopped"
+    RESTARTED_SINCE_DECISION = "restarted_since_decision"
+    RAN_SINCE_DECISION = "ran_since_decision"
+    NO_LONGER_ELIGIBLE = "no_longer_eligible"
+
 
 DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

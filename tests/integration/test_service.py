@@ -64,7 +64,7 @@ REPORT_KEYS = {
     "actions",
     "counts",
 }
-ACTION_KEYS = {"id", "name", "action", "reason", "outcome"}
+ACTION_KEYS = {"id", "name", "action", "reason", "outcome", "detail"}
 TASKS = {"janitor.kill_ghosts": "kill-ghosts", "janitor.remove_stopped": "remove-stopped"}
 EVERY_SWEEP = {(host, task) for host in ("alpha", "beta") for task in TASKS.values()}
 READY_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
