@@ -27,3 +27,8 @@ def owner_lease(key: str) -> str:
 def pacing(kind: str, host: str) -> str:
     """Pacing and pressure state of a host: deferral start, pending recheck, pressure flag."""
     return f"janitor:pacing:{kind}:{host}"
+
+
+def first_seen(host: str, kind: str) -> str:
+    """When the janitor first saw each item of a kind on a host in some state (a hash)."""
+    return f"janitor:first-seen:{host}:{kind}"
