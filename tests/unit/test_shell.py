@@ -273,3 +273,22 @@ def test_every_documented_event_is_asserted_by_a_shell_test() -> None:
     asserted = set(re.findall(r"""emitted\(\s*\w+,\s*"([a-z_]+)\"""", tests))
     assert documented, "the README's Logs table was not found"
     assert documented - asserted == set()
+
+
+def test_a_redis_error_reading_owner_leases_never_makes_a_ghost() -> None:
+    leased = container(
+        "leased", State.RUNNING, labels={"janitor.managed": "true", "janitor.lease": "s-1"}
+    )
+
+    def redis_down(keys: frozenset[str]) -> frozenset[str]:
+        raise redis.exceptions.ConnectionError(f"Connection refused reading {sorted(keys)}")
+
+    fake = FakeHost([leased])
+    rules = settings_for(fake, max_runtime="1d").rules()
+    with capture_logs() as logs:
+        report = sweep_containers(
+            fake, rules, SweepOptions(Task.KILL_GHOSTS), NoLease(), NOW, dead_leases=redis_down
+        )
+    assert report.results == ()
+    emitted(logs, "owner_leases_unchecked", why="Connection refused reading ['s-1']")
+    assert fake.calls["stop"] == 0
