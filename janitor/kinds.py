@@ -23,6 +23,9 @@ from janitor.sweep import ReportHeader, Survey, SweepOptions, run_engine
 
 # Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
 DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
+# Given a record's name, item ids and the daemon's now: when each was first seen
+# (janitor.firstseen.first_seen, bound to a Redis client, a host and a TTL).
+FirstSeenLookup = Callable[[str, frozenset[str], datetime], dict[str, datetime]]
 
 
 class ContainerKind:
@@ -35,13 +38,16 @@ class ContainerKind:
         options: SweepOptions,
         *,
         dead_leases: DeadLeaseLookup | None,
+        first_seen: FirstSeenLookup | None,
     ) -> None:
-        """Without `dead_leases` (no Redis) no owner lease counts as expired."""
+        """Without Redis (both lookups None) no owner lease counts as expired, and a dead
+        container of unknown age is measured from its creation (policy._dead_since)."""
         self.docker = docker
         self.rules = rules
         self.options = options
         self.task = options.task
         self.dead_leases = dead_leases
+        self.first_seen = first_seen
         self.facts = HostFacts()
         self.log = structlog.get_logger(__name__).bind(
             host=docker.name, task=self.task.value, dry_run=options.dry_run
@@ -61,7 +67,9 @@ class ContainerKind:
 
     def decide(self, snapshots: Sequence[Container], now: datetime) -> list[Action]:
         self.facts = dataclasses.replace(
-            self.facts, dead_leases=self._look_up_dead(policy.lease_keys(snapshots))
+            self.facts,
+            dead_leases=self._look_up_dead(policy.lease_keys(snapshots)),
+            first_seen_dead=self._first_seen_dead(snapshots, now),
         )
         return policy.select(snapshots, self.task, self.rules, now, facts=self.facts)
 
@@ -79,6 +87,18 @@ class ContainerKind:
             self.docker.kill(current, self.options.stop_timeout)
         else:
             self.docker.remove(current.id, volumes=self.options.remove_volumes)
+
+    def _first_seen_dead(
+        self, snapshots: Sequence[Container], now: datetime
+    ) -> dict[str, datetime] | None:
+        if self.first_seen is None:
+            return None
+        dead = frozenset(c.id for c in snapshots if policy.is_dead_of_unknown_age(c))
+        try:
+            return self.first_seen("dead", dead, now)
+        except REDIS_ERRORS as exc:
+            self.log.warning("first_seen_unrecorded", why=str(exc), containers=len(dead))
+            return None
 
     def _look_up_dead(self, keys: frozenset[str]) -> frozenset[str]:
         if not keys:
@@ -102,8 +122,9 @@ def sweep_containers(
     now: datetime,
     *,
     dead_leases: DeadLeaseLookup | None = None,
+    first_seen: FirstSeenLookup | None = None,
 ) -> SweepReport:
     """One container sweep of a host whose daemon clock reads `now`, by the shared engine."""
-    kind = ContainerKind(docker, rules, options, dead_leases=dead_leases)
+    kind = ContainerKind(docker, rules, options, dead_leases=dead_leases, first_seen=first_seen)
     header = ReportHeader(options.task, docker.name, options.dry_run)
     return run_engine(kind, header, options, lease, now)

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     CREATED_NEVER_STARTED = "created_never_started"
     OWNER_LEASE_EXPIRED = "owner_lease_expired"
     OVER_MAX_STOPPED = "over_max_stopped"
+    DEAD_PAST_GRACE = "dead_past_grace"
     BAD_LABEL = "bad_label"
 
 
@@ -159,6 +160,9 @@ class HostFacts:
     # finished after every inspected member whose grace is no longer (policy.survey inspects
     # the members for which that does not hold).
     fresher_stopped_by_group: Mapping[str, int] = field(default_factory=dict)
+    # Dead containers of unknown age (zero FinishedAt): when the janitor first saw each dead,
+    # from the shared record in Redis. None: no record could be read (no Redis).
+    first_seen_dead: Mapping[str, datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)

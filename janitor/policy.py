@@ -188,6 +188,9 @@ def decide(
         if container.started_at is not None:
             return None
         verb, reason, since = Verb.REMOVE, Reason.CREATED_NEVER_STARTED, container.created_at
+    elif is_dead_of_unknown_age(container):
+        verb, reason = Verb.REMOVE, Reason.DEAD_PAST_GRACE
+        since, budget = _dead_since(container, rules, facts, budget)
     else:
         verb, reason, since = Verb.REMOVE, Reason.EXITED_PAST_GRACE, container.finished_at
     if budget is None:
@@ -195,6 +198,26 @@ def decide(
     elif since is None or now - since <= budget:
         return None
     return _action(container, verb, reason)
+
+
+def is_dead_of_unknown_age(container: Container) -> bool:
+    """Dead with a zero FinishedAt, as a removal cut off by a daemon restart leaves it."""
+    return container.state == State.DEAD and container.finished_at is None
+
+
+def _dead_since(
+    container: Container, rules: Rules, facts: HostFacts, budget: timedelta | None
+) -> tuple[datetime | None, timedelta | None]:
+    """The instant and grace a dead container of unknown age is measured by.
+
+    The named exception to "unknown is never old": its finish is unknown, but when the
+    janitor first saw it dead is known, and the stopped grace counts from then. Without that
+    record (no Redis), from its creation with the longer of the two graces.
+    """
+    if facts.first_seen_dead is None:
+        longer = None if budget is None else max(budget, rules.created_grace)
+        return container.created_at, longer
+    return facts.first_seen_dead.get(container.id), budget
 
 
 def _owner_gone(container: Container, rules: Rules, now: datetime, facts: HostFacts) -> bool:

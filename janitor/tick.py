@@ -15,10 +15,11 @@ from datetime import timedelta
 import redis
 import structlog
 
+from janitor import firstseen
 from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
 from janitor.errors import HostError, LeaseHeldError
-from janitor.kinds import DeadLeaseLookup, sweep_containers
+from janitor.kinds import DeadLeaseLookup, FirstSeenLookup, sweep_containers
 from janitor.locks import REDIS_ERRORS, Lease, NoLease, RedisLease, check_daemon_identity
 from janitor.model import (
     HostConfig,
@@ -105,7 +106,13 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
         return _finished(tick, header.report(Status.FAILED, None, error=error))
     try:
         report = sweep_containers(
-            tick.docker, rules, options, lease, info.now, dead_leases=_lease_lookup(tick)
+            tick.docker,
+            rules,
+            options,
+            lease,
+            info.now,
+            dead_leases=_lease_lookup(tick),
+            first_seen=_first_seen_lookup(tick),
         )
     finally:
         lease.release()
@@ -147,6 +154,16 @@ def _lease_lookup(tick: Tick) -> DeadLeaseLookup | None:
     if tick.redis is None:
         return None
     return functools.partial(owner_leases.dead_leases, tick.redis)
+
+
+def _first_seen_lookup(tick: Tick) -> FirstSeenLookup | None:
+    if tick.redis is None:
+        return None
+    settings = tick.settings
+    # Refreshed by every sweep that sees the item; it only has to outlive the longest grace
+    # plus a few missed ticks, after which an item nobody looked at starts again from "now".
+    ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
+    return functools.partial(firstseen.first_seen, tick.redis, tick.host.name, ttl=ttl)
 
 
 def _finished(tick: Tick, report: SweepReport) -> SweepReport:

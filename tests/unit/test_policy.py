@@ -11,7 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from janitor.model import Action, Container, Reason, Rules, Selector, State, Summary, Task, Verb
+from janitor.model import (
+    Action,
+    Container,
+    HostFacts,
+    Reason,
+    Rules,
+    Selector,
+    State,
+    Summary,
+    Task,
+    Verb,
+)
 from janitor.policy import (
     could_be_eligible,
     decide,
@@ -827,6 +838,9 @@ def test_never_both_killed_and_removed(snapshot: tuple[Container, Summary], rule
 def test_zero_timestamp_never_makes_eligible(
     snapshot: tuple[Container, Summary], rules: Rules, task: Task
 ) -> None:
+    """One named exception: a dead container with a zero FinishedAt is measured from when the
+    janitor first saw it dead or, with no such record (no Redis, as here), from its creation
+    with the longer of the stopped and created graces. Both instants are known ones."""
     container, _ = snapshot
     action = decide(container, task, rules, NOW)
     if is_actionable(action):
@@ -835,22 +849,74 @@ def test_zero_timestamp_never_makes_eligible(
             Reason.OVER_RUNTIME_BUDGET: container.started_at,
             Reason.EXITED_PAST_GRACE: container.finished_at,
             Reason.CREATED_NEVER_STARTED: container.created_at,
+            Reason.DEAD_PAST_GRACE: container.created_at,
         }[action.reason]
         assert since is not None
+        if action.reason is Reason.DEAD_PAST_GRACE:
+            assert container.state == State.DEAD
+            assert container.finished_at is None
+            # The longer of its stopped grace (a label may set it) and the created grace.
+            assert NOW - since > rules.created_grace
     # Losing the instant a decision rests on never turns "leave it" into an action.
     # (Not started_at of a created container: there None is what "never started" means.)
     losable = ["finished_at", "created_at"]
     if container.state != State.CREATED:
         losable.append("started_at")
     for lost in losable:
-        if is_actionable(decide(replace(container, **{lost: None}), task, rules, NOW)):
-            assert is_actionable(action)
+        lost_action = decide(replace(container, **{lost: None}), task, rules, NOW)
+        if is_actionable(lost_action) and not is_actionable(action):
+            assert lost_action is not None
+            assert lost_action.reason is Reason.DEAD_PAST_GRACE, lost
     if container.state in ("running", "exited", "dead"):
-        assert not is_actionable(
-            decide(replace(container, started_at=None, finished_at=None), task, rules, NOW)
+        zeroed = decide(replace(container, started_at=None, finished_at=None), task, rules, NOW)
+        assert not is_actionable(zeroed) or (
+            zeroed is not None and zeroed.reason is Reason.DEAD_PAST_GRACE
         )
     unknown = replace(container, started_at=None, finished_at=None, created_at=None)
     assert not is_actionable(decide(unknown, task, rules, NOW))
+
+
+DEAD_RULES = Rules(
+    selector=Selector("janitor.managed", "true"),
+    max_runtime=timedelta(hours=2),
+    stopped_grace=timedelta(minutes=10),
+    created_grace=timedelta(hours=1),
+)
+
+
+@pytest.mark.parametrize(
+    ("created_ago", "first_seen_ago", "expected"),
+    [
+        (timedelta(hours=3), timedelta(minutes=11), Reason.DEAD_PAST_GRACE),
+        (timedelta(hours=3), timedelta(minutes=9), None),  # seen dead within the grace
+        (timedelta(hours=3), None, None),  # Redis answered, but never recorded: not yet
+    ],
+)
+def test_a_dead_container_of_unknown_age_counts_from_when_it_was_first_seen_dead(
+    created_ago: timedelta, first_seen_ago: timedelta | None, expected: Reason | None
+) -> None:
+    dead = Container(
+        id=IDS[0], name="d", state=State.DEAD, labels={"janitor.managed": "true"},
+        created_at=NOW - created_ago, started_at=None, finished_at=None,
+    )  # fmt: skip
+    seen = {} if first_seen_ago is None else {dead.id: NOW - first_seen_ago}
+    action = decide(dead, REMOVE, DEAD_RULES, NOW, facts=HostFacts(first_seen_dead=seen))
+    assert (action.reason if action else None) is expected
+
+
+@pytest.mark.parametrize(
+    ("created_ago", "expected"),
+    [(timedelta(minutes=61), Reason.DEAD_PAST_GRACE), (timedelta(minutes=59), None)],
+)
+def test_without_a_record_a_dead_container_of_unknown_age_counts_from_creation(
+    created_ago: timedelta, expected: Reason | None
+) -> None:
+    dead = Container(
+        id=IDS[0], name="d", state=State.DEAD, labels={"janitor.managed": "true"},
+        created_at=NOW - created_ago, started_at=None, finished_at=None,
+    )  # fmt: skip
+    action = decide(dead, REMOVE, DEAD_RULES, NOW)  # no facts: no record to read
+    assert (action.reason if action else None) is expected
 
 
 @PROPERTY

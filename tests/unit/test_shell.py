@@ -7,6 +7,7 @@ report says and what the log says: every failure path logs its error, at error l
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -292,3 +293,34 @@ def test_a_redis_error_reading_owner_leases_never_makes_a_ghost() -> None:
     assert report.results == ()
     emitted(logs, "owner_leases_unchecked", why="Connection refused reading ['s-1']")
     assert fake.calls["stop"] == 0
+
+
+def test_a_dead_container_of_unknown_age_goes_a_grace_after_it_was_first_seen(
+    use_fake: list[FakeHost], redis_url: str
+) -> None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    dead = dataclasses.replace(container("dead", State.DEAD), started_at=None, finished_at=None)
+    fake = FakeHost([dead])
+    first, _ = run_tick(use_fake, fake, Task.REMOVE_STOPPED, client)
+    assert as_report(first).results == (), "first seen now: within its grace"
+    fake.now = NOW + timedelta(minutes=11)
+    later, logs = run_tick(use_fake, fake, Task.REMOVE_STOPPED, client)
+    assert as_report(later).counts == {"done": 1}
+    emitted(logs, "action_done", container_id=dead.id, reason="dead_past_grace")
+
+
+def test_a_dead_container_of_unknown_age_is_kept_when_its_record_cannot_be_written(
+    use_fake: list[FakeHost], redis_url: str
+) -> None:
+    class NoPipelines(redis.Redis):  # type: ignore[type-arg]
+        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+            raise redis.exceptions.ConnectionError("Connection reset by peer")
+
+    dead = dataclasses.replace(
+        container("dead", State.DEAD, age=timedelta(minutes=30)), started_at=None, finished_at=None
+    )
+    fake = FakeHost([dead])
+    report, logs = run_tick(use_fake, fake, Task.REMOVE_STOPPED, NoPipelines.from_url(redis_url))
+    # Created 30 min ago: without a record it waits for the longer grace (1 h) from creation.
+    assert as_report(report).results == ()
+    emitted(logs, "first_seen_unrecorded", why="Connection reset by peer", containers=1)
