@@ -9,8 +9,7 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,8 +46,6 @@ class DaemonInfo:
     now: datetime
     containers: int
     server_version: str
-    mem_total: int
-    ncpu: int
 
 
 def parse_instant(text: str | None) -> datetime | None:
@@ -191,8 +188,6 @@ class DockerHost:
             now=now,
             containers=int(raw.get("Containers", 0)),
             server_version=str(raw.get("ServerVersion", "")),
-            mem_total=int(raw.get("MemTotal", 0)),
-            ncpu=int(raw.get("NCPU", 0)),
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:
@@ -317,12 +312,3 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, docker.errors.APIError):
         return str(exc.explanation or exc)
     return str(exc) or type(exc).__name__
-
-
-@contextmanager
-def connect(config: HostConfig, *, timeout: timedelta, max_pool_size: int) -> Iterator[DockerHost]:
-    host = DockerHost(config, timeout=timeout, max_pool_size=max_pool_size)
-    try:
-        yield host
-    finally:
-        host.close()
