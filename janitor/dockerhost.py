@@ -5,6 +5,7 @@ It lists, inspects, kills and removes exactly what it is told; it decides nothin
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -255,12 +256,21 @@ class DockerHost:
         api = self._client()
 
         def fetch() -> list[datetime]:
-            events = api.events(
-                since=int(since.timestamp()),
-                until=int(until.timestamp()),
-                filters={"type": "container", "event": "start"},
-                decode=True,
+            # The SDK's events() streams with no timeout at all, so a frozen daemon held its
+            # caller for good; a window that has ended is one finite answer, read whole
+            # under the client's timeout.
+            response = api.get(
+                f"{api.base_url}/v{api.api_version}/events",
+                params={
+                    "since": str(int(since.timestamp())),
+                    "until": str(int(until.timestamp())),
+                    "filters": json.dumps({"type": ["container"], "event": ["start"]}),
+                },
+                timeout=self._timeout,
             )
+            response.raise_for_status()
+            # Docker and Podman write one JSON object a line.
+            events = [json.loads(line) for line in response.text.splitlines() if line.strip()]
             return [datetime.fromtimestamp(e["timeNano"] / 1e9, tz=UTC) for e in events]
 
         return self._guard("events", fetch)
