@@ -25,6 +25,10 @@ class HostUnreachableError(HostError):
     """The daemon did not answer: socket missing, connection refused, TLS refused, timeout."""
 
 
+class DaemonError(HostError):
+    """The daemon answered a host-level call (version, info, list, events) with an error."""
+
+
 class WrongHostError(HostError):
     """The host name now reaches a different daemon than the one it reached before."""
 
@@ -56,6 +60,11 @@ class ContainerConflictError(ContainerError):
 
 
 class ActionFailedError(ContainerError):
-    """Any other failure of one action (timeout, server error)."""
+    """The daemon answered one container's call with any other error (a 500, say)."""
 
     outcome = Outcome.FAILED
+
+
+class UnsupportedByEngineError(ActionFailedError):
+    """A 404 for the route, not the container: the engine lacks the call (Podman < 5.1 has no
+    /containers/{id}/update). Never read as gone: the container may well be running."""
