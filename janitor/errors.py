@@ -29,6 +29,11 @@ class DaemonError(HostError):
     """The daemon answered a host-level call (version, info, list, events) with an error."""
 
 
+class RedisUnavailableError(HostError):
+    """Redis could not be reached for the lease or the identity record; the sweep is failed,
+    not skipped."""
+
+
 class WrongHostError(HostError):
     """The host name now reaches a different daemon than the one it reached before."""
 
@@ -38,7 +43,10 @@ class LeaseLostError(HostError):
 
 
 class LeaseHeldError(JanitorError):
-    """Another sweep of the same (host, task) holds the lease; this one does nothing."""
+    """Another sweep of the same (host, task) holds the lease; this one does nothing.
+
+    Only for a lease someone really holds: a Redis that cannot be asked is
+    RedisUnavailableError."""
 
 
 class ContainerError(JanitorError):
