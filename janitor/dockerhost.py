@@ -46,6 +46,7 @@ _ZERO_YEAR = 1
 RESTART_POLICIES_THAT_RESURRECT = frozenset({"always", "on-failure"})
 _CONTAINER_ID_IN_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)$")
 _FILES_DOCKER_BINDS_INTO_CONTAINERS = frozenset({"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"})
+_CONTAINER_IN_PATH = re.compile(r"(?<=/containers/)[^/]+")
 # Calls about the whole host: however one fails, the host cannot be swept now.
 _HOST_CALLS = frozenset({"version", "info", "list", "events"})
 
@@ -329,7 +330,8 @@ def _container_fault(operation: str, answer: requests.Response) -> ContainerErro
         # (no /containers/{id}/update), JSON "page not found" from dockerd. The container
         # may be running: never read that as gone.
         if not _is_json(answer) or "page not found" in said.lower():
-            route = f"{answer.request.method} {urlsplit(answer.request.url or '').path}"
+            path = _CONTAINER_IN_PATH.sub("{id}", urlsplit(answer.request.url or "").path)
+            route = f"{answer.request.method} {path}"
             return UnsupportedByEngineError(
                 f"the engine has no {route} route, so it cannot {operation} ({_status(answer)})"
             )
