@@ -1,32 +1,40 @@
 """The only module that talks to Docker: one client per host, SDK errors mapped to ours.
 
-It lists, inspects, kills and removes exactly what it is told; it decides nothing.
+It lists, inspects, kills and removes exactly what it is told; it decides nothing. A failed
+call about the whole host (version, info, list, events) is a HostError; a failed call about
+one container is a ContainerError, unless the daemon did not answer at all.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
 import docker.tls
+import requests
 import requests.exceptions
 from docker.transport.unixconn import UnixHTTPAdapter
 
 from janitor.errors import (
     ActionFailedError,
     ContainerConflictError,
+    ContainerError,
     ContainerGoneError,
+    DaemonError,
+    HostError,
     HostUnreachableError,
+    UnsupportedByEngineError,
 )
 from janitor.model import Container, HostConfig, Selector, Summary
 from janitor.vocabulary import COMPOSE_PROJECT_LABEL
@@ -38,6 +46,9 @@ _ZERO_YEAR = 1
 RESTART_POLICIES_THAT_RESURRECT = frozenset({"always", "on-failure"})
 _CONTAINER_ID_IN_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)$")
 _FILES_DOCKER_BINDS_INTO_CONTAINERS = frozenset({"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"})
+_CONTAINER_IN_PATH = re.compile(r"(?<=/containers/)[^/]+")
+# Calls about the whole host: however one fails, the host cannot be swept now.
+_HOST_CALLS = frozenset({"version", "info", "list", "events"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +58,6 @@ class DaemonInfo:
     now: datetime
     containers: int
     server_version: str
-    mem_total: int
-    ncpu: int
 
 
 def parse_instant(text: str | None) -> datetime | None:
@@ -154,45 +163,43 @@ class DockerHost:
             return self._api
 
     def _guard(self, operation: str, call: Callable[[], T]) -> T:
-        """Run one API call; transport failures mean the whole host is unreachable."""
+        """Run one API call; whatever the SDK, requests or the socket raise becomes ours."""
         self.calls[operation] += 1
         try:
             return call()
-        except docker.errors.NotFound as exc:
-            raise ContainerGoneError(_explain(exc)) from exc
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                raise ContainerConflictError(_explain(exc)) from exc
-            raise ActionFailedError(_explain(exc)) from exc
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            if _is_tls_failure(exc):
-                raise HostUnreachableError(
-                    f"{self.name} ({self.config.url}) TLS handshake failed during {operation} "
-                    f"(see JANITOR_TLS_*): {_explain(exc)}"
-                ) from exc
-            raise HostUnreachableError(
-                f"{self.name} ({self.config.url}) did not answer {operation}: {_explain(exc)}"
-            ) from exc
-        except OSError as exc:
-            # A socket that vanishes mid-call surfaces as a bare OSError from urllib3.
-            raise HostUnreachableError(
-                f"{self.name} ({self.config.url}) failed during {operation}: {exc}"
-            ) from exc
+        # requests' errors are OSErrors too: this also takes a socket that vanished mid-call,
+        # which urllib3 lets through bare.
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._fault(operation, exc) from exc
+
+    def _fault(self, operation: str, exc: Exception) -> HostError | ContainerError:
+        where = f"{self.name} ({self.config.url})"
+        answer = _daemon_answer(exc)
+        if answer is not None:
+            if operation in _HOST_CALLS:
+                return DaemonError(f"{where} answered {operation} with {_status(answer)}")
+            return _container_fault(operation, answer)
+        if _is_tls_failure(exc):
+            return HostUnreachableError(
+                f"{where} TLS handshake failed during {operation} "
+                f"(see JANITOR_TLS_*): {_explain(exc)}"
+            )
+        if isinstance(exc, requests.exceptions.RequestException | docker.errors.DockerException):
+            return HostUnreachableError(f"{where} did not answer {operation}: {_explain(exc)}")
+        return HostUnreachableError(f"{where} failed during {operation}: {exc}")
 
     def info(self) -> DaemonInfo:
         api = self._client()
         raw: dict[str, Any] = self._guard("info", api.info)
         now = parse_instant(raw.get("SystemTime"))
         if now is None:
-            raise HostUnreachableError(f"{self.name} reported no SystemTime in /info")
+            raise DaemonError(f"{self.name} ({self.config.url}) reported no SystemTime in /info")
         return DaemonInfo(
             id=str(raw.get("ID", "")),
             name=str(raw.get("Name", "")),
             now=now,
             containers=int(raw.get("Containers", 0)),
             server_version=str(raw.get("ServerVersion", "")),
-            mem_total=int(raw.get("MemTotal", 0)),
-            ncpu=int(raw.get("NCPU", 0)),
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:
@@ -260,12 +267,21 @@ class DockerHost:
         api = self._client()
 
         def fetch() -> list[datetime]:
-            events = api.events(
-                since=int(since.timestamp()),
-                until=int(until.timestamp()),
-                filters={"type": "container", "event": "start"},
-                decode=True,
+            # The SDK's events() streams with no timeout at all, so a frozen daemon held its
+            # caller for good; a window that has ended is one finite answer, read whole
+            # under the client's timeout.
+            response = api.get(
+                f"{api.base_url}/v{api.api_version}/events",
+                params={
+                    "since": str(int(since.timestamp())),
+                    "until": str(int(until.timestamp())),
+                    "filters": json.dumps({"type": ["container"], "event": ["start"]}),
+                },
+                timeout=self._timeout,
             )
+            response.raise_for_status()
+            # Docker and Podman write one JSON object a line.
+            events = [json.loads(line) for line in response.text.splitlines() if line.strip()]
             return [datetime.fromtimestamp(e["timeNano"] / 1e9, tz=UTC) for e in events]
 
         return self._guard("events", fetch)
@@ -305,24 +321,62 @@ def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozens
     return frozenset(ids)
 
 
+def _container_fault(operation: str, answer: requests.Response) -> ContainerError:
+    said = _daemon_text(answer)
+    if answer.status_code == 404:
+        if _is_json(answer) and "no such container" in said.lower():
+            return ContainerGoneError(f"{operation}: {said}")
+        # Go's router answers a route it lacks with a 404 too: text/plain from Podman < 5.1
+        # (no /containers/{id}/update), JSON "page not found" from dockerd. The container
+        # may be running: never read that as gone.
+        if not _is_json(answer) or "page not found" in said.lower():
+            path = _CONTAINER_IN_PATH.sub("{id}", urlsplit(answer.request.url or "").path)
+            route = f"{answer.request.method} {path}"
+            return UnsupportedByEngineError(
+                f"the engine has no {route} route, so it cannot {operation} ({_status(answer)})"
+            )
+    if answer.status_code == 409:
+        return ContainerConflictError(f"{operation} refused: {said}")
+    return ActionFailedError(f"{operation} failed with {_status(answer)}")
+
+
+def _daemon_answer(exc: BaseException) -> requests.Response | None:
+    """The daemon's error answer behind exc; None when the daemon did not answer."""
+    # The SDK wraps the error of its first call (the version check) in a bare DockerException.
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, requests.exceptions.HTTPError) and candidate.response is not None:
+            return candidate.response
+    return None
+
+
+def _status(answer: requests.Response) -> str:
+    return f"{answer.status_code} {answer.reason}: {_daemon_text(answer)}"
+
+
+def _daemon_text(answer: requests.Response) -> str:
+    """What the daemon said: Docker's JSON {"message": ...}, else the body as text."""
+    if _is_json(answer):
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "message" in body:
+            return str(body["message"])
+    return answer.text.strip() or str(answer.reason)
+
+
+def _is_json(response: requests.Response) -> bool:
+    content_type = response.headers.get("Content-Type", "")
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
 def _is_tls_failure(exc: BaseException) -> bool:
-    # The SDK wraps the error of its first call (the version check) in a DockerException:
-    # a certificate problem must not read as a daemon that "did not answer".
+    # The version check's wrapper again: a certificate problem must not read as a daemon
+    # that "did not answer".
     return isinstance(exc, requests.exceptions.SSLError) or isinstance(
         exc.__cause__, requests.exceptions.SSLError
     )
 
 
 def _explain(exc: BaseException) -> str:
-    if isinstance(exc, docker.errors.APIError):
-        return str(exc.explanation or exc)
     return str(exc) or type(exc).__name__
-
-
-@contextmanager
-def connect(config: HostConfig, *, timeout: timedelta, max_pool_size: int) -> Iterator[DockerHost]:
-    host = DockerHost(config, timeout=timeout, max_pool_size=max_pool_size)
-    try:
-        yield host
-    finally:
-        host.close()

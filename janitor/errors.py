@@ -25,6 +25,15 @@ class HostUnreachableError(HostError):
     """The daemon did not answer: socket missing, connection refused, TLS refused, timeout."""
 
 
+class DaemonError(HostError):
+    """The daemon answered a host-level call (version, info, list, events) with an error."""
+
+
+class RedisUnavailableError(HostError):
+    """Redis could not be reached for the lease or the identity record; the sweep is failed,
+    not skipped."""
+
+
 class WrongHostError(HostError):
     """The host name now reaches a different daemon than the one it reached before."""
 
@@ -34,7 +43,10 @@ class LeaseLostError(HostError):
 
 
 class LeaseHeldError(JanitorError):
-    """Another sweep of the same (host, task) holds the lease; this one does nothing."""
+    """Another sweep of the same (host, task) holds the lease; this one does nothing.
+
+    Only for a lease someone really holds: a Redis that cannot be asked is
+    RedisUnavailableError."""
 
 
 class ContainerError(JanitorError):
@@ -56,6 +68,11 @@ class ContainerConflictError(ContainerError):
 
 
 class ActionFailedError(ContainerError):
-    """Any other failure of one action (timeout, server error)."""
+    """The daemon answered one container's call with any other error (a 500, say)."""
 
     outcome = Outcome.FAILED
+
+
+class UnsupportedByEngineError(ActionFailedError):
+    """A 404 for the route, not the container: the engine lacks the call (Podman < 5.1 has no
+    /containers/{id}/update). Never read as gone: the container may well be running."""

@@ -1,4 +1,8 @@
-"""Coordination through Redis: the per-(host, task) lease and the record of each host's daemon."""
+"""Coordination through Redis: the per-(host, task) lease and the record of each host's daemon.
+
+A Redis that cannot be reached is RedisUnavailableError, a failed sweep; only a lease that
+someone else really holds is LeaseHeldError, a skipped one.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ import redis
 import redis.exceptions
 
 from janitor import keys
-from janitor.errors import LeaseHeldError, LeaseLostError, WrongHostError
+from janitor.errors import (
+    LeaseHeldError,
+    LeaseLostError,
+    RedisUnavailableError,
+    WrongHostError,
+)
 
 # Extends the lease only while it is still ours: a lease that expired and was taken by
 # another sweep must not be stretched by the one that lost it.
@@ -65,7 +74,9 @@ class RedisLease:
             taken = self._client.set(self.key, self.token, nx=True, px=self._ttl_ms)
             holder = None if taken else self._client.get(self.key)
         except REDIS_ERRORS as exc:
-            raise LeaseHeldError(f"cannot reach Redis to take {self.key}: {exc}") from exc
+            raise RedisUnavailableError(
+                f"Redis unreachable while taking {self.key}: {exc}"
+            ) from exc
         if not taken:
             shown = holder.decode() if isinstance(holder, bytes) else holder
             raise LeaseHeldError(f"{self.key} is held by {shown}")
@@ -93,10 +104,13 @@ def check_daemon_identity(client: redis.Redis[bytes], host: str, daemon_id: str)
     Returns True when this call recorded it (the first sweep of that host name).
     """
     key = keys.daemon_identity(host)
-    recorded = client.set(key, daemon_id, nx=True)
+    try:
+        recorded = client.set(key, daemon_id, nx=True)
+        known = None if recorded else client.get(key)
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailableError(f"Redis unreachable while reading {key}: {exc}") from exc
     if recorded:
         return True
-    known = client.get(key)
     known_id = known.decode() if isinstance(known, bytes) else str(known)
     if known_id != daemon_id:
         raise WrongHostError(

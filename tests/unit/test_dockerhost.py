@@ -1,0 +1,256 @@
+"""The Docker adapter against a fake daemon: what each call returns, and what each failure
+of each call becomes: a host-level error, or one container's outcome."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from support.fakedaemon import (
+    CONTAINER_ID,
+    CUT,
+    DROP,
+    EVENT_AT_NS,
+    EVENTS,
+    HANG,
+    INFO,
+    INSPECT,
+    LIST,
+    NO_ROUTE,
+    REMOVE,
+    STOP,
+    UPDATE,
+    VERSION,
+    FakeDaemon,
+    Reply,
+    error_reply,
+    gone_reply,
+    json_reply,
+)
+
+from janitor.dockerhost import DockerHost
+from janitor.errors import (
+    ActionFailedError,
+    ContainerConflictError,
+    ContainerGoneError,
+    DaemonError,
+    HostUnreachableError,
+    JanitorError,
+    UnsupportedByEngineError,
+)
+from janitor.model import Container, HostConfig, Selector
+
+TIMEOUT = timedelta(seconds=0.5)
+HOST = "alpha"
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def _ghost(restart_policy: str) -> Container:
+    return Container(
+        id=CONTAINER_ID,
+        name="ghost",
+        state="running",
+        labels={},
+        created_at=None,
+        started_at=None,
+        finished_at=None,
+        restart_policy=restart_policy,
+    )
+
+
+@dataclass(frozen=True)
+class Call:
+    route: str
+    run: Callable[[DockerHost], object]
+    host_level: bool
+
+
+CALLS = {
+    # The SDK asks /version when the client is made, before anything else.
+    "version": Call(VERSION, lambda docker: docker.info(), host_level=True),
+    "info": Call(INFO, lambda docker: docker.info(), host_level=True),
+    "list": Call(
+        LIST, lambda docker: docker.list_containers(Selector("janitor.managed")), host_level=True
+    ),
+    "events": Call(
+        EVENTS,
+        lambda docker: docker.starts_between(NOW - timedelta(minutes=5), NOW),
+        host_level=True,
+    ),
+    "inspect": Call(INSPECT, lambda docker: docker.inspect(CONTAINER_ID), host_level=False),
+    "update": Call(
+        UPDATE, lambda docker: docker.kill(_ghost("always"), timedelta(0)), host_level=False
+    ),
+    "stop": Call(STOP, lambda docker: docker.kill(_ghost("no"), timedelta(0)), host_level=False),
+    "remove": Call(
+        REMOVE, lambda docker: docker.remove(CONTAINER_ID, volumes=True), host_level=False
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    reply: Reply
+    says: str  # what the daemon's answer (or the transport) says, found in the message
+    on_host_call: type[JanitorError]
+    on_container_call: type[JanitorError]
+
+
+FAILURES = {
+    "500": Failure(
+        error_reply(500, "daemon busy: context deadline exceeded"),
+        "500 Internal Server Error: daemon busy: context deadline exceeded",
+        DaemonError,
+        ActionFailedError,
+    ),
+    "404 no such container": Failure(
+        gone_reply(), f"No such container: {CONTAINER_ID}", DaemonError, ContainerGoneError
+    ),
+    "404 route missing (Podman < 5.1)": Failure(
+        NO_ROUTE, "404 Not Found: 404 page not found", DaemonError, UnsupportedByEngineError
+    ),
+    "404 route missing (dockerd)": Failure(
+        error_reply(404, "page not found"),
+        "404 Not Found: page not found",
+        DaemonError,
+        UnsupportedByEngineError,
+    ),
+    "404 of another kind": Failure(
+        error_reply(404, "no such exec instance"),
+        "404 Not Found: no such exec instance",
+        DaemonError,
+        ActionFailedError,
+    ),
+    "409": Failure(
+        error_reply(409, "You cannot remove a running container"),
+        "You cannot remove a running container",
+        DaemonError,
+        ContainerConflictError,
+    ),
+    "hang": Failure(HANG, "timed out", HostUnreachableError, HostUnreachableError),
+    "cut mid-answer": Failure(CUT, "did not answer", HostUnreachableError, HostUnreachableError),
+    "closed unanswered": Failure(
+        DROP, "did not answer", HostUnreachableError, HostUnreachableError
+    ),
+}
+
+
+@pytest.fixture
+def daemon() -> Iterator[FakeDaemon]:
+    with closing(FakeDaemon()) as fake:
+        yield fake
+
+
+@pytest.fixture
+def docker(daemon: FakeDaemon) -> Iterator[DockerHost]:
+    with DockerHost(HostConfig(HOST, daemon.url), timeout=TIMEOUT) as host:
+        yield host
+
+
+@pytest.mark.parametrize("failure_name", list(FAILURES))
+@pytest.mark.parametrize("operation", list(CALLS))
+def test_every_failure_of_every_call_becomes_a_named_error(
+    daemon: FakeDaemon, docker: DockerHost, operation: str, failure_name: str
+) -> None:
+    call, failure = CALLS[operation], FAILURES[failure_name]
+    daemon.answer(call.route, failure.reply)
+    expected = failure.on_host_call if call.host_level else failure.on_container_call
+
+    with pytest.raises(JanitorError) as raised:
+        call.run(docker)
+
+    assert type(raised.value) is expected, raised.value
+    message = str(raised.value)
+    assert failure.says in message
+    assert operation in message
+    if call.host_level or expected is HostUnreachableError:
+        assert f"{HOST} ({daemon.url})" in message
+    if expected is DaemonError:
+        assert f"answered {operation} with {failure.reply.status}" in message
+
+
+def test_a_missing_route_names_the_route_and_says_the_engine_lacks_it(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    daemon.answer(UPDATE, NO_ROUTE)
+    with pytest.raises(UnsupportedByEngineError) as raised:
+        docker.kill(_ghost("always"), timedelta(0))
+    assert str(raised.value) == (
+        "the engine has no POST /v1.41/containers/{id}/update route, so it cannot update "
+        "(404 Not Found: 404 page not found)"
+    )
+    # The restart policy could not be cleared, so the kill stops short of the stop.
+    assert "POST /containers/{id}/stop" not in daemon.routes_seen()
+
+
+def test_a_healthy_daemon_answers_each_call(daemon: FakeDaemon, docker: DockerHost) -> None:
+    info = docker.info()
+    assert (info.id, info.name, info.server_version) == ("FAKE:DAEMON:ID", "fake", "20.10.24")
+    assert info.now == datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+    [summary] = docker.list_containers(Selector("janitor.managed", "true"))
+    assert (summary.id, summary.name, summary.state) == (CONTAINER_ID, "ghost", "running")
+    container = docker.inspect(CONTAINER_ID)
+    assert container.restart_policy == "always"
+    assert container.started_at == datetime(2026, 12, 1, 9, 0, 0, 500000, tzinfo=UTC)
+    assert container.finished_at is None  # Docker's zero time
+
+    assert (
+        docker.starts_between(NOW - timedelta(minutes=5), NOW)
+        == [datetime.fromtimestamp(EVENT_AT_NS / 1e9, tz=UTC)] * 2
+    )
+    docker.kill(container, timedelta(seconds=1.2))
+    docker.remove(CONTAINER_ID, volumes=True)
+
+    by_route = {seen.route: seen for seen in daemon.seen}
+    assert json.loads(by_route[LIST].query["filters"][0]) == {"label": ["janitor.managed=true"]}
+    assert by_route[LIST].query["all"] == ["1"]
+    events = by_route[EVENTS].query
+    assert json.loads(events["filters"][0]) == {"type": ["container"], "event": ["start"]}
+    assert events["until"] == [str(int(NOW.timestamp()))]
+    assert json.loads(by_route[UPDATE].body) == {"RestartPolicy": {"Name": "no"}}
+    assert by_route[STOP].query["t"] == ["2"]  # whole seconds, rounded up
+    assert (by_route[REMOVE].query["v"], by_route[REMOVE].query["force"]) == (["True"], ["False"])
+
+
+def test_a_container_without_a_resurrecting_policy_is_stopped_without_an_update(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    docker.kill(_ghost("unless-stopped"), timedelta(0))
+    assert UPDATE not in daemon.routes_seen()
+    assert STOP in daemon.routes_seen()
+
+
+def test_info_without_the_daemon_clock_is_a_daemon_error(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    daemon.answer(INFO, json_reply({"ID": "X", "Name": "fake"}))
+    with pytest.raises(DaemonError, match="no SystemTime"):
+        docker.info()
+
+
+def test_one_unix_socket_serves_every_call(daemon: FakeDaemon, docker: DockerHost) -> None:
+    for _ in range(20):
+        docker.inspect(CONTAINER_ID)
+    # The SDK's version check has its own socket, closed when the pool replaces its adapter.
+    assert daemon.connections == 2
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
+def test_a_missing_socket_is_an_unreachable_host(daemon: FakeDaemon) -> None:
+    config = HostConfig(HOST, f"unix://{daemon.dir}/missing.sock")
+    with DockerHost(config, timeout=TIMEOUT) as docker:
+        try:
+            docker.info()
+        except HostUnreachableError as exc:
+            message = str(exc)
+        else:
+            pytest.fail("info() reached a socket that does not exist")
+    # docker-py leaves the socket of a failed unix connect to the garbage collector.
+    gc.collect()
+    assert f"{HOST} (unix://{daemon.dir}/missing.sock) did not answer version" in message
