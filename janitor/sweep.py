@@ -169,7 +169,7 @@ class _Engine(Generic[Snapshot]):
     def run(self) -> SweepReport:
         try:
             survey = self.kind.survey(self.now)
-            snapshots = self._inspect_all(survey.candidate_ids)
+            snapshots, uninspected = self._inspect_all(survey.candidate_ids)
         except HostError as exc:
             return self.header.report(Status.FAILED, self.now, error=str(exc))
         actions = self.kind.decide(snapshots, self.now)
@@ -183,7 +183,7 @@ class _Engine(Generic[Snapshot]):
             candidates=len(survey.candidate_ids),
             eligible=len(actionable),
         )
-        status, error = self._gate(actionable, results)
+        status, error = self._gate(actionable, results, uninspected)
         for result in results:
             self._log_result(result)
         if status is Status.OK and not self.options.dry_run:
@@ -198,12 +198,19 @@ class _Engine(Generic[Snapshot]):
             census=survey.census,
         )
 
-    def _gate(self, actionable: list[Action], results: list[ActionResult]) -> tuple[Status, str]:
-        """The blast-radius cap and the dry run: what happens before anything is changed."""
-        if len(actionable) > self.options.max_actions:
+    def _gate(
+        self, actionable: list[Action], results: list[ActionResult], uninspected: int
+    ) -> tuple[Status, str]:
+        """The blast-radius cap and the dry run: what happens before anything is changed.
+
+        A candidate that could not be inspected might be eligible too: the cap counts it, so a
+        host that answers inspects with errors cannot hide a runaway selector.
+        """
+        if len(actionable) + uninspected > self.options.max_actions:
             self.log.error(
                 "sweep_aborted",
                 eligible=len(actionable),
+                uninspected=uninspected,
                 max_actions=self.options.max_actions,
                 why="more eligible than JANITOR_MAX_ACTIONS; nothing was changed",
             )
@@ -215,18 +222,26 @@ class _Engine(Generic[Snapshot]):
             results += [ActionResult(a, Outcome.PLANNED) for a in actionable]
         return Status.OK, ""
 
-    def _inspect_all(self, ids: Sequence[str]) -> list[Snapshot]:
-        def inspect(item_id: str) -> Snapshot | None:
+    def _inspect_all(self, ids: Sequence[str]) -> tuple[list[Snapshot], int]:
+        """The candidates as inspected, and how many could not be (left for the next tick)."""
+
+        def inspect(item_id: str) -> Snapshot | ContainerError | None:
             try:
                 return self.kind.inspect(item_id)
             except ContainerGoneError:
                 return None  # removed since the list: nothing to decide about
+            except ContainerError as exc:
+                return exc  # the daemon answered this one with an error; the others go on
 
         if not ids:
-            return []
+            return [], 0
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="inspect") as pool:
             found = list(pool.map(inspect, ids))
-        return [snapshot for snapshot in found if snapshot is not None]
+        failed = {i: f for i, f in zip(ids, found, strict=True) if isinstance(f, ContainerError)}
+        for item_id, error in failed.items():
+            self.log.warning("inspect_failed", container_id=item_id, error=str(error))
+        snapshots = [f for f in found if f is not None and not isinstance(f, ContainerError)]
+        return snapshots, len(failed)
 
     def _act_all(self, actions: Sequence[Action]) -> list[ActionResult]:
         results: list[ActionResult | None] = [None] * len(actions)

@@ -20,7 +20,7 @@ from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
 from janitor.errors import HostError, LeaseHeldError
 from janitor.kinds import DeadLeaseLookup, FirstSeenLookup, sweep_containers
-from janitor.locks import REDIS_ERRORS, Lease, NoLease, RedisLease, check_daemon_identity
+from janitor.locks import Lease, NoLease, RedisLease, check_daemon_identity
 from janitor.model import (
     HostConfig,
     Rules,
@@ -101,9 +101,9 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
     except LeaseHeldError as exc:
         tick.log.info("sweep_skipped", why=str(exc))
         return SweepNotRun(tick.task, tick.host.name, Status.SKIPPED, why=str(exc))
-    except (HostError, *REDIS_ERRORS) as exc:
-        error = str(exc) if isinstance(exc, HostError) else f"Redis unreachable: {exc}"
-        return _finished(tick, header.report(Status.FAILED, None, error=error))
+    except HostError as exc:
+        # Redis trouble here is RedisUnavailableError, a HostError: failed, never skipped.
+        return _finished(tick, header.report(Status.FAILED, None, error=str(exc)))
     try:
         report = sweep_containers(
             tick.docker,

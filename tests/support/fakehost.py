@@ -84,8 +84,6 @@ class FakeHost:
             now=self.now,
             containers=len(self.containers),
             server_version="20.10.24",
-            mem_total=0,
-            ncpu=0,
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:

@@ -262,7 +262,7 @@ def test_every_event_name_in_the_code_is_literal() -> None:
     assert not re.search(r"""\.(debug|info|warning|error|exception)\(\s*f["']""", source)
 
 
-def test_every_documented_event_is_asserted_by_a_shell_test() -> None:
+def test_every_documented_event_is_asserted_by_a_unit_test() -> None:
     section = README.read_text().split("## Logs", 1)[1].split("\n## ", 1)[0]
     documented = {
         name
@@ -270,7 +270,7 @@ def test_every_documented_event_is_asserted_by_a_shell_test() -> None:
         if row.startswith("| `")
         for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])
     }
-    tests = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_shell*.py"))
+    tests = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
     asserted = set(re.findall(r"""emitted\(\s*\w+,\s*"([a-z_]+)\"""", tests))
     assert documented, "the README's Logs table was not found"
     assert documented - asserted == set()
