@@ -1,10 +1,10 @@
-"""Child processes of ours, from start to stop: `janitor run` supervises its Redis, worker and
+"""Child processes of ours, start to stop: `janitor run` supervises its Redis, worker and
 Flower with this, and the development wing its throwaway daemons and Celery processes.
 
 A child starts with its output in a log file (or ours), is waited for with a readiness probe
-that notices an early exit, is stopped with SIGTERM and then SIGKILL, and never outlives us:
-every live child is in a registry that is cleaned up at interpreter exit, which a SIGTERM
-reaches too once `interrupt_on_signals` made it unwind like Ctrl-C.
+that notices an early exit, is stopped with SIGTERM then SIGKILL, and never outlives us: live
+children are in a registry cleaned up at interpreter exit, which SIGTERM reaches too once
+`interrupt_on_signals` made it unwind like Ctrl-C. Also here: `free_port`, the JSON-log reader.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
-READY_POLL_S = 0.1
-LOG_TAIL_LINES = 30
+T = TypeVar("T")
 
 
 class ChildError(RuntimeError):
-    """A child exited before it was ready, or was not ready in time; says which and why."""
+    """A child exited while we waited for it; says how, with the end of its log."""
 
 
 def free_port() -> int:
@@ -43,14 +42,10 @@ def json_lines(lines: Iterable[str | bytes], event: str | None = None) -> list[d
     found = []
     for line in lines:
         text = line.decode(errors="replace") if isinstance(line, bytes) else line
-        if not text.startswith("{"):
-            continue
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(parsed, dict) and (event is None or parsed.get("event") == event):
-            found.append(parsed)
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(text) if text.startswith("{") else None
+            if isinstance(parsed, dict) and (event is None or parsed.get("event") == event):
+                found.append(parsed)
     return found
 
 
@@ -63,7 +58,7 @@ def read_json_log(path: Path, event: str | None = None) -> list[dict[str, Any]]:
         return []
 
 
-def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path | None, lines: int = 30) -> str:
     if path is None:
         return "(its output went to ours, above)"
     if not path.exists():
@@ -99,9 +94,6 @@ class Child:
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaped = False
 
-    def __repr__(self) -> str:
-        return f"Child({self.name!r}, pid={self.pid})"
-
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
@@ -118,11 +110,11 @@ class Child:
     def start(self) -> None:
         if self.is_running:
             raise ChildError(f"{self.name} is already running")
-        output: Any = None
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            output = self.log_path.open("ab")
-        try:
+        with contextlib.ExitStack() as files:
+            output = None
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                output = files.enter_context(self.log_path.open("ab"))
             self._proc = subprocess.Popen(
                 self.command,
                 env=self.env,
@@ -132,24 +124,18 @@ class Child:
                 stderr=subprocess.STDOUT if output is not None else None,
                 start_new_session=self.own_session,
             )
-        finally:
-            if output is not None:
-                output.close()
         self._reaped = False
         at_exit(self, self.stop)
 
     def wait_ready(self, ready: Callable[[], object], timeout: float, what: str = "ready") -> None:
-        """Poll `ready` until it returns something truthy; ChildError, with the end of the
-        child's log, as soon as it exits or once `timeout` seconds have passed."""
-        deadline = time.monotonic() + timeout
-        while not ready():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise ChildError(
-                    f"{self.name} was not {what} within {timeout:.0f} s; "
-                    f"end of its log:\n{log_tail(self.log_path)}"
-                )
-            time.sleep(READY_POLL_S)
+        """`wait_for(ready)`, failing with the end of the child's log as soon as it exits."""
+        wait_for(
+            ready,
+            timeout=timeout,
+            what=f"{self.name} to be {what}",
+            alive=self.check_alive,
+            details=lambda: f"end of its log:\n{log_tail(self.log_path)}",
+        )
 
     def check_alive(self) -> None:
         """ChildError, with the end of its log, if the child has exited."""
@@ -160,8 +146,7 @@ class Child:
             )
 
     def send_signal(self, signum: int) -> None:
-        if self.is_running:
-            assert self._proc is not None
+        if self._proc is not None and self.is_running:
             self._proc.send_signal(signum)
 
     def terminate(self) -> None:
@@ -170,28 +155,30 @@ class Child:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; its exit code (None if never started)."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if not self._reaped:
-            self.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._kill_all(proc)
-                proc.wait()
-            self._reap(proc)
-        return proc.returncode
+        return self._end(timeout)
 
     def kill(self) -> int | None:
         """SIGKILL at once: a crash, nothing flushed."""
+        return self._end(None)
+
+    def _end(self, grace: float | None) -> int | None:
         proc = self._proc
         if proc is None:
             return None
         if not self._reaped:
-            self._kill_all(proc)
+            if grace is not None:
+                self.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(grace)
+            if proc.poll() is None:
+                self._kill_all(proc)
             proc.wait()
-            self._reap(proc)
+            # Children that outlived the leader keep its group id: now, once, before that id
+            # can be anyone else's.
+            if self.own_session:
+                self._kill_all(proc)
+            self._reaped = True
+            forget(self)
         return proc.returncode
 
     def _kill_all(self, proc: subprocess.Popen[bytes]) -> None:
@@ -201,13 +188,29 @@ class Child:
             else:
                 proc.kill()
 
-    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
-        # Children that outlived the leader keep its group id: now, once, before that id can
-        # be anyone else's.
-        if self.own_session:
-            self._kill_all(proc)
-        self._reaped = True
-        forget(self)
+
+def wait_for(
+    condition: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    alive: Callable[[], None] | None = None,
+    details: Callable[[], str] | None = None,
+) -> T:
+    """Poll `condition` until it returns something truthy, which is returned; TimeoutError at
+    the deadline with `what` (and `details()`), or whatever `alive()` raises, at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if alive is not None:
+            alive()
+        if time.monotonic() > deadline:
+            extra = f"\n{details()}" if details is not None else ""
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+        time.sleep(interval)
 
 
 _cleanups: dict[int, Callable[[], object]] = {}
@@ -242,5 +245,4 @@ def interrupt_on_signals(signals: Sequence[int] = (signal.SIGTERM,)) -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    del frame
     raise KeyboardInterrupt(f"signal {signum}")

@@ -122,7 +122,7 @@ class Supervisor:
     def wait_for(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
         try:
             self.children[name].wait_ready(ready, timeout)
-        except ChildError as exc:
+        except (ChildError, TimeoutError) as exc:
             raise ConfigError(f"{name} did not start: {exc}") from None
 
     def watch(self) -> int:

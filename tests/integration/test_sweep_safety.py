@@ -14,9 +14,9 @@ from janitor.dockerhost import DockerHost
 from janitor.keys import sweep_lease
 from janitor.locks import NoLease
 from janitor.model import Container, HostConfig, Task
-from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings
 from janitor.sweep import SweepOptions, run_sweep
+from sandbox.daemons import Engine
 
 MANAGED = {"janitor.managed": "true"}
 AGE = 1.5
