@@ -1,7 +1,7 @@
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent and quick).
 UV := uv run --frozen
 PYTEST := $(UV) pytest
-SOURCES := janitor tests celeryconfig.py $(wildcard bench)
+SOURCES := janitor sandbox tests celeryconfig.py $(wildcard bench)
 
 .PHONY: setup check lint format typecheck imports test unit run demo bench soak
 
@@ -36,7 +36,7 @@ run: setup
 	$(UV) janitor run
 
 demo: setup
-	$(UV) janitor demo
+	$(UV) python -m sandbox.demo
 
 bench: setup
 	$(UV) python -m bench

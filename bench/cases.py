@@ -34,8 +34,9 @@ from bench.harness import (
     run_in_process,
     sweep,
 )
-from bench.service import Service, ServiceRedis, epoch, wait_for_count
-from janitor.sandbox.image import IMAGE
+from bench.service import Service, epoch, wait_for_count
+from sandbox.image import IMAGE
+from sandbox.redisserver import PrivateRedis
 
 # Budgets in the bench are 1 s; waiting a little longer makes every planted container eligible
 # on the daemon's clock even though the list call rounds creation times down to the second.
@@ -408,7 +409,7 @@ def spike(ctx: Context) -> Figures:
     rounds: dict[str, list[_SpikeRound]] = {row: [] for row in SPIKE_ROWS}
     service_dir = ctx.workdir / "service"
     try:
-        with ServiceRedis(service_dir / "redis") as broker:
+        with PrivateRedis() as broker:
             for round_no in range(ctx.rounds):
                 for row in _rotated(list(SPIKE_ROWS), round_no):
                     ctx.main.empty()
@@ -485,7 +486,7 @@ def _cli_spike(ctx: Context, row: str, spec: SpikeRow) -> _SpikeRound:
 
 
 def _service_spike(
-    ctx: Context, spec: SpikeRow, broker: ServiceRedis, directory: Path, label: str
+    ctx: Context, spec: SpikeRow, broker: PrivateRedis, directory: Path, label: str
 ) -> _SpikeRound:
     """The spike with the service in steady state and the backlog eligible: the service gets
     its stopped tick part-way into the spike and handles the backlog its own way."""

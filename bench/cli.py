@@ -7,23 +7,22 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from bench import custodian
 from bench.cases import CASES, Context, Scale
 from bench.harness import REPO_ROOT, Host
 from bench.targets import evaluate
+from janitor.children import interrupt_on_signals
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
 # The cases that have a docker-custodian anchor; the others never need its venv.
@@ -41,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     chosen = args.only or list(CASES)
     # A CI job killed on timeout sends SIGTERM: unwinding as Ctrl-C does removes the daemons.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_signals()
     started = time.monotonic()
 
     def say(message: str) -> None:
@@ -104,10 +103,6 @@ def _parser() -> argparse.ArgumentParser:
         help="skip dcgc and dcstop (no venv, no network)",
     )
     return parser
-
-
-def _interrupt(signum: int, frame: types.FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _start_all(hosts: list[Host]) -> None:

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from janitor.sandbox.daemons import PrivateDaemon
-from janitor.sandbox.image import IMAGE, ensure_test_image
+from janitor.children import json_lines
+from sandbox.daemons import PrivateDaemon
+from sandbox.image import IMAGE, ensure_test_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -290,8 +291,7 @@ def sweep(task: str, env: Mapping[str, str], hosts: Sequence[Host]) -> JanitorRu
     for report in reports:
         if report["status"] != "ok":
             raise BenchError(f"janitor sweep reported {report['status']}: {report}")
-    events = [json.loads(line) for line in timed.stderr.splitlines() if line.startswith("{")]
-    finished = [event for event in events if event.get("event") == "sweep_finished"]
+    finished = json_lines(timed.stderr.splitlines(), "sweep_finished")
     return JanitorRun(timed, reports, finished)
 
 

@@ -1,24 +1,22 @@
-"""The janitor as it is deployed, for the spike case's service rows: a private redis-server
-(one per case) and, per measured row, a real `celery -A janitor worker --beat` configured only
-through JANITOR_* variables, its JSON log in a file the bench reads back."""
+"""The janitor as it is deployed, for the spike case's service rows: per measured row, a real
+`celery -A janitor worker --beat` (over the case's private Redis) configured only through
+JANITOR_* variables, its JSON log in a file the bench reads back."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import redis
 from celery import Celery
 
 from bench import worker
-from bench.harness import CELERY, REPO_ROOT, BenchError, Host, janitor_env
+from bench.harness import BenchError, Host, janitor_env
+from janitor.children import ChildError, read_json_log, wait_for
+from sandbox.celery_processes import CeleryProcess, start_worker
+from sandbox.managed import Managed
 
 # The first "tick" the bench waits for before it measures anything: a ghost sweep, which
 # reads no spawn rate, so it cannot start a deferral whose rechecks would later remove the
@@ -29,45 +27,7 @@ WARM_UP_TIMEOUT = 60.0
 POLL_S = 0.5
 
 
-class ServiceRedis:
-    """The case's broker, result backend and lock store, emptied between rows."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = worker.free_port()
-        self._server: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> Self:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._server = worker.start_redis(self.port, self.directory)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.terminate()
-            try:
-                self._server.wait(worker.STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def flush(self) -> None:
-        """Forget the previous row: its queued rechecks, its deferral's start, its leases."""
-        with redis.Redis.from_url(self.url, socket_timeout=5) as client:
-            client.flushall()
-
-
-class Service:
+class Service(Managed):
     """One `celery -A janitor worker --beat` over one host; stopped, pool and beat included,
     when the `with` block ends, however it ends."""
 
@@ -89,40 +49,20 @@ class Service:
         self.schedule_path = directory / f"{label}-schedule"
         self.queue = f"janitor.{host.name}"
         self._app = Celery("janitor-bench", broker=redis_url, backend=redis_url)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._worker: CeleryProcess | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
+        self._worker = start_worker(
+            self.env,
+            hostname="bench@janitor",
+            log_path=self.log_path,
+            beat=True,
+            schedule_path=self.schedule_path,
+        )
         try:
-            self._start()
-        except BaseException:
-            self._close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close()
-
-    def _start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            # A session of its own: a Ctrl-C at the terminal reaches the bench only, which
-            # then stops the service in order instead of leaving its pool behind.
-            self._proc = subprocess.Popen(
-                [CELERY, "-A", "janitor", "worker", "--beat",
-                 "--schedule", str(self.schedule_path), "--hostname", "bench@janitor"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        worker.wait_until_ready(self._app, self._proc, self.log_path)
+            self._worker.wait_ready(worker.READY_TIMEOUT)
+        except (ChildError, TimeoutError) as exc:
+            raise BenchError(f"the service's worker did not come up: {exc}") from None
         warm_up = self._app.send_task(
             "janitor.kill_ghosts", args=[self.host.name], queue=self.queue
         )
@@ -136,33 +76,22 @@ class Service:
         self._app.send_task("janitor.remove_stopped", args=[self.host.name], queue=self.queue)
 
     def check_alive(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            raise BenchError(f"the service's worker exited; end of its log:\n{self.log_tail()}")
+        try:
+            if self._worker is not None:
+                self._worker.check_alive()
+        except ChildError as exc:
+            raise BenchError(f"the service's worker exited: {exc}") from None
 
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        """Its JSON log lines in order; Celery's banner and a half-written line are skipped."""
-        found = []
-        with self.log_path.open(encoding="utf-8", errors="replace") as log:
-            for line in log:
-                if not line.startswith("{"):
-                    continue
-                try:
-                    parsed = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(parsed, dict) and (event is None or parsed.get("event") == event):
-                    found.append(parsed)
-        return found
+        return read_json_log(self.log_path, event)
 
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return "(no output)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def log_tail(self) -> str:
+        return self._worker.log_tail() if self._worker is not None else "(not started)"
 
-    def _close(self) -> None:
+    def cleanup(self) -> None:
         self._app.close()
-        if self._proc is not None:
-            worker.stop_process(self._proc)
+        if self._worker is not None:
+            self._worker.stop(worker.STOP_TIMEOUT)
         # Beat's shelve may add a suffix of its own to the name it is given.
         for path in self.schedule_path.parent.glob(f"{self.schedule_path.name}*"):
             path.unlink(missing_ok=True)
@@ -177,15 +106,20 @@ def wait_for_count(service: Service, selector: str, target: int, timeout: float)
     """Poll the service's daemon until `target` containers carry `selector`; the time.time()
     of the poll that saw it."""
     api = service.host.api
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def seen_at() -> float:
         now = time.time()
-        if len(api.containers(all=True, quiet=True, filters={"label": selector})) == target:
-            return now
-        service.check_alive()
-        if time.monotonic() > deadline:
-            raise BenchError(
-                f"{selector}: still not {target} containers after {timeout:.0f} s; end of the "
-                f"service's log:\n{service.log_tail()}"
-            )
-        time.sleep(POLL_S)
+        count = len(api.containers(all=True, quiet=True, filters={"label": selector}))
+        return now if count == target else 0.0
+
+    try:
+        return wait_for(
+            seen_at,
+            timeout=timeout,
+            what=f"{target} containers with {selector}",
+            interval=POLL_S,
+            alive=service.check_alive,
+            details=lambda: f"end of the service's log:\n{service.log_tail()}",
+        )
+    except TimeoutError as exc:
+        raise BenchError(str(exc)) from None

@@ -1,4 +1,4 @@
-"""The `janitor` command: sweep now, check the configuration, run the service, demo."""
+"""The `janitor` command: sweep now, check the configuration, run the service."""
 
 from __future__ import annotations
 
@@ -82,15 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser(
-        "demo",
-        help="as root: a sandbox dockerd, a spiky workload and the janitor on it, watched live",
-    )
-    demo.add_argument(
-        "--duration", default="90s", help="how long the workload runs after setup (default: 90s)"
-    )
-    demo.add_argument("--flower-port", type=int, default=5555, metavar="PORT", help="default: 5555")
-    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -200,12 +191,6 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure(settings.log_format, settings.log_level, stream=sys.stderr)
     return service.run(settings)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from janitor import demo
-
-    return demo.run(demo.parse_duration_option(args.duration), args.flower_port)
 
 
 @dataclass(frozen=True, slots=True)

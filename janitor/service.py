@@ -1,7 +1,7 @@
 """`janitor run`: the whole janitor on one machine, supervised by one process.
 
-It starts a local redis-server when none answers at JANITOR_REDIS_URL (installing Debian's
-package when it must and can), a Celery worker with an embedded beat, and Flower on
+It starts a local redis-server when none answers at JANITOR_REDIS_URL (it installs nothing:
+scripts/bootstrap.sh does), a Celery worker with an embedded beat, and Flower on
 127.0.0.1 behind basic auth; it stops them all when one of them dies or on Ctrl-C.
 """
 
@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -22,12 +21,15 @@ from urllib.parse import urlsplit
 
 import redis
 
+from janitor.children import Child, ChildError
 from janitor.dockerhost import DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.locks import REDIS_ERRORS
 from janitor.settings import Settings
 
 FLOWER_DEFAULT_PORT = 5555
+# Long enough for a warm shutdown to finish the sweep in progress.
+STOP_TIMEOUT = 30.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -55,23 +57,15 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-def ensure_redis_server_binary() -> str:
+def redis_server_binary() -> str:
     found = shutil.which("redis-server")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
+    if found is None:
         raise ConfigError(
-            "no Redis answers at JANITOR_REDIS_URL and redis-server is not installed: "
-            "install it (apt-get install redis-server) or point JANITOR_REDIS_URL at one"
+            "no Redis answers at JANITOR_REDIS_URL and redis-server is not installed: run "
+            "scripts/bootstrap.sh (or apt-get install redis-server), or point "
+            "JANITOR_REDIS_URL at a running Redis"
         )
-    say("installing redis-server with apt-get (no Redis answered and none is installed)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "redis-server"],
-    ):
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("redis-server") or "/usr/bin/redis-server"
+    return found
 
 
 def local_redis_command(url: str, data_dir: Path) -> list[str]:
@@ -84,7 +78,7 @@ def local_redis_command(url: str, data_dir: Path) -> list[str]:
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        ensure_redis_server_binary(),
+        redis_server_binary(),
         "--bind", parts.hostname or "127.0.0.1",
         "--port", str(parts.port or 6379),
         "--dir", str(data_dir),
@@ -112,43 +106,43 @@ def flower_credentials(environ: Mapping[str, str]) -> tuple[str, bool]:
 
 @dataclass
 class Supervisor:
-    """Child processes that live and die together."""
+    """Child processes that live and die together.
 
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    They share our process group and our output: a service manager that stops `janitor run`
+    by its group stops them with it, and the worker's JSON lines are ours.
+    """
+
+    children: dict[str, Child] = field(default_factory=dict)
     stopping: bool = False
 
     def start(self, name: str, command: list[str], env: Mapping[str, str]) -> None:
-        self.children[name] = subprocess.Popen(command, env=dict(env))
+        self.children[name] = Child(name, command, env=env, own_session=False)
+        self.children[name].start()
 
     def wait_for(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.children[name].poll() is not None or time.monotonic() > deadline:
-                raise ConfigError(f"{name} did not start (see its output above)")
-            time.sleep(0.1)
+        try:
+            self.children[name].wait_ready(ready, timeout)
+        except (ChildError, TimeoutError) as exc:
+            raise ConfigError(f"{name} did not start: {exc}") from None
 
     def watch(self) -> int:
         """Block until a child exits or we are asked to stop; the exit code to return."""
         while not self.stopping:
             for name, child in self.children.items():
-                if child.poll() is not None:
-                    say(f"{name} exited with code {child.returncode}; stopping the rest")
-                    return child.returncode or 1
+                code = child.returncode
+                if code is not None:
+                    say(f"{name} exited with code {code}; stopping the rest")
+                    return code or 1
             time.sleep(0.5)
         return 0
 
     def stop(self) -> None:
         # The worker first: a warm shutdown lets a sweep in progress finish its report.
-        for name in sorted(self.children, key=lambda n: n != "worker"):
-            child = self.children[name]
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self.children.values():
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        ordered = sorted(self.children.values(), key=lambda child: child.name != "worker")
+        for child in ordered:
+            child.terminate()
+        for child in ordered:
+            child.stop(STOP_TIMEOUT)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         del signum, frame

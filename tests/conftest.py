@@ -20,17 +20,15 @@ JANITOR_TEST_REDIS_URL
 from __future__ import annotations
 
 import os
-import signal
-import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import NoReturn
 
 import pytest
-from support.redisserver import ExternalRedis, PrivateRedis, RedisHost
 
-from janitor.sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
-from janitor.sandbox.image import ensure_test_image
+from janitor.children import interrupt_on_signals
+from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
+from sandbox.image import ensure_test_image
+from sandbox.redisserver import ExternalRedis, PrivateRedis, RedisHost
 
 HOST_NAMES = ("alpha", "beta")
 
@@ -38,11 +36,7 @@ HOST_NAMES = ("alpha", "beta")
 def pytest_configure(config: pytest.Config) -> None:
     # A CI job killed on timeout gets SIGTERM, which would skip teardown and atexit alike and
     # leave daemons running; as KeyboardInterrupt it unwinds through both.
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum: int, frame: types.FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
+    interrupt_on_signals()
 
 
 @pytest.fixture(scope="session")

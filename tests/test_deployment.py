@@ -372,6 +372,8 @@ def _is_ignored(path: str) -> bool:
         ".mypy_cache/3.11/x.json",
         "bench/results/run.json",
         "tests/conftest.py",
+        "sandbox/daemons.py",
+        "bench/cli.py",
         "janitor/__pycache__/settings.cpython-311.pyc",
     ],
 )

@@ -16,10 +16,10 @@ from support.containers import (
     run_running,
     status,
 )
-from support.redisserver import RedisHost
 
-from janitor.sandbox.daemons import Engine
-from janitor.sandbox.image import IMAGE
+from sandbox.daemons import Engine
+from sandbox.image import IMAGE
+from sandbox.redisserver import RedisHost
 
 
 def test_two_hosts_are_two_daemons(alpha: Engine, beta: Engine) -> None:

@@ -8,14 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "janitor"
 MAX_LINES = 400
-# MERGE: delete once the demo and the sandbox have moved out of the package to sandbox/.
-LEAVING = ("sandbox/", "demo.py")
-
-MODULES = sorted(
-    path.relative_to(PACKAGE).as_posix()
-    for path in PACKAGE.rglob("*.py")
-    if not path.relative_to(PACKAGE).as_posix().startswith(LEAVING)
-)
+MODULES = sorted(path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py"))
 
 
 def test_the_package_has_modules() -> None:

@@ -19,17 +19,19 @@ from typing import Any
 
 import pytest
 import redis
-from support.celery import Processes, reports, service_env, task_results, wait_for
+from support.bystanders import plant_bystanders
+from support.celery import reports, service_env, task_results
 from support.cli import Run, finish, janitor_env, start_janitor, sweep_json
 from support.containers import (
     TERM_AWARE,
     create_only,
-    plant_bystanders,
     run_exited,
     run_running,
 )
 
-from janitor.sandbox.daemons import Engine
+from janitor.children import wait_for
+from sandbox.celery_processes import Processes
+from sandbox.daemons import Engine
 
 MANAGED = {"janitor.managed": "true"}
 # Kept once killed, so a kill stays visible as `exited` instead of turning into a removal.

@@ -32,22 +32,23 @@ import docker.errors
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.authredis import PasswordRedis
 from support.bystanders import MANAGED, disturbed, plant_bystanders
-from support.celery import Processes, celery_command, service_env, wait_for
+from support.celery import service_env
 from support.cli import JANITOR, Run, janitor_env, run_janitor, sweep_json
 from support.containers import container_ids, create_only, run_exited, run_running, state_or_gone
-from support.tls import free_port
 
 from janitor import cli
+from janitor.children import free_port, wait_for
 from janitor.dockerhost import DockerHost, own_container_ids
 from janitor.errors import ConfigError
 from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
 from janitor.model import Container, Task
-from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings, load_settings
 from janitor.sweep import SweepOptions
+from sandbox.celery_processes import Processes, celery_command
+from sandbox.daemons import Engine
+from sandbox.redisserver import PrivateRedis
 
 AGE = 1.5
 OUTCOMES = {"done", "gone", "refused", "failed"}
@@ -780,7 +781,7 @@ def _flower_worker_conf(base: str, hostname: str) -> str:
     return body if "broker_url" in conf else ""
 
 
-def _cli_views(alpha: Engine, server: PasswordRedis) -> dict[str, str]:
+def _cli_views(alpha: Engine, server: PrivateRedis) -> dict[str, str]:
     """What the janitor command shows, on its good paths and its error paths."""
     seen = {}
     env = janitor_env(
@@ -814,7 +815,7 @@ def _cli_views(alpha: Engine, server: PasswordRedis) -> dict[str, str]:
 
 
 def _service_views(
-    alpha: Engine, server: PasswordRedis, procs: Processes, planted: list[str]
+    alpha: Engine, server: PrivateRedis, procs: Processes, planted: list[str]
 ) -> dict[str, str]:
     """What a real worker, beat and Flower (behind basic auth) show once they have swept."""
     seen = {}
@@ -879,7 +880,7 @@ def test_a_redis_password_appears_in_no_log_report_or_view(alpha: Engine, tmp_pa
     ghost = run_running(client, labels={**MANAGED, "janitor.stopped-grace": "1h"})
     exited = run_exited(client, labels=MANAGED)
     bystanders = plant_bystanders(client)
-    with PasswordRedis(PASSWORD) as server, Processes(tmp_path) as procs:
+    with PrivateRedis(password=PASSWORD) as server, Processes(tmp_path) as procs:
         seen = _cli_views(alpha, server) | _service_views(alpha, server, procs, [ghost, exited])
     leaks = [where for where, text in seen.items() if PASSWORD in text or WRONG_PASSWORD in text]
     assert not leaks, f"the Redis password shows in: {leaks}"

@@ -22,23 +22,19 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from support.celery import (
-    CeleryProcess,
-    Processes,
-    read_events,
-    reports,
-    service_env,
-    task_results,
-    wait_for,
-)
-from support.containers import plant_bystanders, run_exited, run_running
-from support.redisserver import PrivateRedis
+from support.bystanders import plant_bystanders
+from support.celery import reports, service_env, task_results
+from support.containers import run_exited, run_running
 
+from janitor.children import read_json_log, wait_for
 from janitor.keys import sweep_lease
 from janitor.model import Status, Task
-from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings
 from janitor.tick import sweep_host
+from sandbox.celery_processes import CeleryProcess, Processes
+from sandbox.daemons import Engine
+from sandbox.procfs import children, is_alive
+from sandbox.redisserver import PrivateRedis
 
 MANAGED = {"janitor.managed": "true"}
 # Kept once killed, so a kill stays visible as `exited` instead of turning into a removal.
@@ -75,7 +71,7 @@ def received_ids(worker: CeleryProcess, name: str = "janitor.kill_ghosts") -> li
 def sent_ticks(beat: CeleryProcess, entry: str) -> list[dict[str, Any]]:
     return [
         e
-        for e in read_events(beat.log_path)
+        for e in read_json_log(beat.log_path)
         if e["event"].startswith("Scheduler: Sending due task") and entry in e["event"]
     ]
 
@@ -230,30 +226,6 @@ def test_redis_killed_mid_sweep_stops_it_and_the_service_recovers(
 # -- 4. Worker processes killed mid-sweep -----------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """Live child processes of `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def strike_mid_sweep(
     alpha: Engine,
     ghosts: list[str],
@@ -321,7 +293,7 @@ def test_killed_worker_leaves_no_stuck_lease_and_nothing_is_replayed(
         first.stopped = True
         killed_at = datetime.now(UTC)
         # Celery's pool children die with their parent: no sweep goes on without a worker.
-        wait_for(lambda: not alive(child), timeout=5, what="the orphaned child to die")
+        wait_for(lambda: not is_alive(child), timeout=5, what="the orphaned child to die")
         expect_expiry(client, holder, interval)
     finally:
         client.close()

@@ -38,12 +38,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def tls_daemon(pki: Pki) -> Iterator[TlsDaemon]:
-    daemon = TlsDaemon("tls", pki)
-    try:
-        daemon.start()
+    with TlsDaemon("tls", pki) as daemon:
         yield daemon
-    finally:
-        daemon.cleanup()
 
 
 @pytest.fixture

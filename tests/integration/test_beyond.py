@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import time
 import urllib.request
@@ -26,21 +25,16 @@ import pytest
 import redis
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
-from support.celery import (
-    Processes,
-    reports,
-    service_env,
-    task_result,
-    task_results,
-    wait_for,
-)
+from support.celery import reports, service_env, task_result, task_results
 from support.cli import janitor_env, sweep_json
 from support.containers import run_exited, run_running, state
 
 from janitor import pressure
+from janitor.children import free_port, wait_for
 from janitor.lease import OwnerLease
 from janitor.pacing import SPAWN_WINDOW, spawn_rate
-from janitor.sandbox.daemons import Engine
+from sandbox.celery_processes import Processes
+from sandbox.daemons import Engine
 
 MANAGED = {"janitor.managed": "true"}
 # Spike containers are not under the selector: only the planted ones are removal candidates.
@@ -405,7 +399,7 @@ def remove_sweeps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_a_spawn_spike_defers_the_stopped_sweep_until_the_spike_is_over(
     beta: Engine, redis_url: str, procs: Processes
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = service_env(
         {"beta": beta.url},
         redis_url,
@@ -728,12 +722,6 @@ def test_pressure_read_from_the_real_proc_reaches_the_worker_log(
 # --- metrics --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of the worker's /metrics: (name, sorted labels) -> value."""
     url = f"http://127.0.0.1:{port}/metrics"
@@ -749,7 +737,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_the_metrics_endpoint_sums_what_every_pool_process_reported(
     alpha: Engine, beta: Engine, redis_url: str, procs: Processes, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     # Given, not made by the worker: the test can see which processes wrote to it.
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()

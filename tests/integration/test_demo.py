@@ -1,4 +1,5 @@
-"""`janitor demo` end to end: a real sandbox dockerd, workload, service and Flower, then nothing."""
+"""`python -m sandbox.demo` end to end: a real sandbox dockerd, workload, service and Flower,
+then nothing left behind."""
 
 from __future__ import annotations
 
@@ -8,28 +9,22 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli import JANITOR
 
-from janitor import cli
+from janitor.children import free_port
+from sandbox import demo
 
 # Long enough for the ghosts (20 s budget, 5 s sweeps) to be killed and judged with slack.
 DURATION = "45s"
 # Setup, a slow service start on a loaded machine, the workload, and teardown.
 RUN_TIMEOUT = 420
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def flower_get(port: int, path: str, auth: str | None) -> tuple[int, Any]:
@@ -67,7 +62,8 @@ def demo_env() -> dict[str, str]:
 def demo_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
     process = subprocess.Popen(
-        [JANITOR, "demo", "--duration", DURATION, "--flower-port", str(port)],
+        [sys.executable, "-m", "sandbox.demo", "--duration", DURATION, "--flower-port", str(port)],
+        cwd=REPO_ROOT,
         env=demo_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -172,14 +168,14 @@ def test_demo_needs_root(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert cli.main(["demo", "--duration", "5s"]) == 2
+    assert demo.main(["--duration", "5s"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "needs root" in err
 
 
 def test_demo_rejects_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--duration", "soon"]) == 2
+    assert demo.main(["--duration", "soon"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--duration 'soon' is invalid" in err

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,23 +29,16 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from support.celery import (
-    Processes,
-    queued_messages,
-    read_events,
-    reports,
-    service_env,
-    task_result,
-    task_results,
-    wait_for,
-)
+from support.celery import queued_messages, reports, service_env, task_result, task_results
 from support.cli import JANITOR
 from support.containers import container_ids, run_exited, run_running, state
-from support.redisserver import RedisHost
 
+from janitor.children import free_port, read_json_log, wait_for
 from janitor.keys import sweep_lease
-from janitor.sandbox.daemons import Engine
 from janitor.schedule import DEFAULT_QUEUE
+from sandbox.celery_processes import Processes
+from sandbox.daemons import Engine
+from sandbox.redisserver import RedisHost
 
 MANAGED = {"janitor.managed": "true"}
 # A ghost that stays `exited` once killed, so the test can see the kill and not a removal.
@@ -165,7 +157,7 @@ def sent_ticks(*beats_logs: Path) -> list[dict[str, Any]]:
     return [
         e
         for log in beats_logs
-        for e in read_events(log)
+        for e in read_json_log(log)
         if e["event"].startswith("Scheduler: Sending due task")
     ]
 
@@ -472,12 +464,6 @@ def test_a_task_for_an_unknown_host_fails_and_changes_nothing(
     assert not [e for e in worker.events() if e.get("logger") == "janitor.sweep"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _http_get(url: str, auth: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url)  # noqa: S310  (a loopback http URL of the test)
     if auth is not None:
@@ -532,8 +518,8 @@ def test_janitor_run_serves_flower_behind_basic_auth_and_sweeps(
     alpha: Engine, tmp_path: Path, stop: Callable[[int], None]
 ) -> None:
     ghost = run_running(alpha.client(), labels=GHOST)
-    own_redis = f"redis://127.0.0.1:{_free_port()}/0"
-    port = _free_port()
+    own_redis = f"redis://127.0.0.1:{free_port()}/0"
+    port = free_port()
     auth = "user:secret"
     env: Mapping[str, str] = {
         **service_env({"alpha": alpha.url}, own_redis, max_runtime="1s"),

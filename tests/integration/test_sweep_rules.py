@@ -17,7 +17,7 @@ from support.containers import (
 )
 
 from janitor.model import Task
-from janitor.sandbox.daemons import Engine
+from sandbox.daemons import Engine
 
 MANAGED = {"janitor.managed": "true"}
 PROTECTED = {"janitor.managed": "true", "janitor.protect": "true"}

@@ -15,9 +15,9 @@ from janitor.keys import sweep_lease
 from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
 from janitor.model import Container, HostConfig, Task
-from janitor.sandbox.daemons import Engine
 from janitor.settings import Settings
 from janitor.sweep import SweepOptions
+from sandbox.daemons import Engine
 
 MANAGED = {"janitor.managed": "true"}
 AGE = 1.5

@@ -26,7 +26,7 @@ import docker
 import docker.errors
 import pytest
 from support.bystanders import disturbed, plant_bystanders
-from support.celery import Processes, reports, service_env, task_results
+from support.celery import reports, service_env, task_results
 from support.churn import (
     JUDGED_KINDS,
     Churn,
@@ -38,8 +38,9 @@ from support.churn import (
 )
 
 from janitor.dockerhost import parse_instant
-from janitor.sandbox.daemons import Engine
 from janitor.vocabulary import parse_duration
+from sandbox.celery_processes import Processes
+from sandbox.daemons import Engine
 
 SOAK_MINUTES = float(os.environ.get("JANITOR_SOAK_MINUTES", "20"))
 RESULT_PATH = Path(__file__).with_name("last-result.json")

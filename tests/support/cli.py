@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from janitor.children import json_lines
 from janitor.model import Task
 from janitor.settings import Settings
 from janitor.tick import sweep_host
@@ -38,7 +39,7 @@ class Run:
         return matches[0]
 
     def log_events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+        return json_lines(self.stderr.splitlines())
 
 
 def janitor_env(

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import docker
 
-from janitor.sandbox.daemons import Engine
-from janitor.sandbox.image import IMAGE
+from sandbox.daemons import Engine
+from sandbox.image import IMAGE
 
 RestartPolicy = Mapping[str, str | int]
 
@@ -134,34 +134,6 @@ def status(client: docker.DockerClient, container_id: str) -> str:
 
 def container_ids(client: docker.DockerClient, *, all: bool = True) -> set[str]:
     return {container["Id"] for container in client.api.containers(all=all, quiet=True)}
-
-
-# Managed as well, so only the protect label keeps it: the janitor must honour that alone.
-PROTECTED = {"janitor.managed": "true", "janitor.protect": "true"}
-
-
-def plant_bystanders(
-    client: docker.DockerClient,
-    *,
-    command: Sequence[str] = SLEEP_FOREVER,
-    restart_policy: RestartPolicy | None = None,
-) -> dict[str, str]:
-    """Containers the janitor must never touch, whatever their age: a protected and an
-    unmanaged one, each running and exited. Returns id -> the state each must keep.
-
-    Running ones get `command` and `restart_policy`; a test that restarts the daemon gives
-    TERM_AWARE and `always`, so they stop at once and come back running.
-    """
-    protected = run_running(
-        client, labels=PROTECTED, command=command, restart_policy=restart_policy
-    )
-    unmanaged = run_running(client, command=command, restart_policy=restart_policy)
-    return {
-        protected: "running",
-        run_exited(client, labels=PROTECTED): "exited",
-        unmanaged: "running",
-        run_exited(client): "exited",
-    }
 
 
 def state_or_gone(client: docker.DockerClient, container_id: str) -> str:

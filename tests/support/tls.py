@@ -8,13 +8,13 @@ certificate of its own, so tests can present a CA or a client the daemon does no
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from janitor.sandbox.daemons import PrivateDaemon
-from janitor.sandbox.image import ensure_test_image
+from janitor.children import free_port
+from sandbox.daemons import PrivateDaemon
+from sandbox.image import ensure_test_image
 
 DAYS = "2"
 
@@ -96,12 +96,6 @@ def make_pki(directory: Path) -> Pki:
         other_client_cert=other_cert,
         other_client_key=other_key,
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TlsDaemon(PrivateDaemon):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from janitor.demo import BUDGETS, Budgets, ServiceLog, judge
 from janitor.model import Container, State
-from janitor.sandbox import install
-from janitor.sandbox.workload import Kind, Planted
+from sandbox import prerequisites
+from sandbox.demo import BUDGETS, Budgets, ServiceLog, judge
+from sandbox.workload import Kind, Planted
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 B = Budgets.from_strings(BUDGETS)
@@ -112,12 +111,12 @@ def test_missing_packages_names_what_the_sandbox_lacks() -> None:
         del binary
         return None
 
-    assert install.missing_packages(nothing, lambda: False) == [
+    assert prerequisites.missing_packages(nothing, lambda: False) == [
         "docker.io",
         "redis-server",
         "busybox-static",
     ]
-    assert install.missing_packages(lambda b: f"/usr/bin/{b}", lambda: True) == []
+    assert prerequisites.missing_packages(lambda b: f"/usr/bin/{b}", lambda: True) == []
 
 
 def test_a_dynamic_busybox_is_not_enough(tmp_path: Path) -> None:
@@ -129,12 +128,14 @@ def test_a_dynamic_busybox_is_not_enough(tmp_path: Path) -> None:
     struct.pack_into("<I", header, 64, 3)
     dynamic = tmp_path / "busybox"
     dynamic.write_bytes(bytes(header))
-    assert not install.is_static_busybox(dynamic)
-    assert not install.is_static_busybox(tmp_path / "absent")
+    assert not prerequisites.is_static_busybox(dynamic)
+    assert not prerequisites.is_static_busybox(tmp_path / "absent")
 
 
-def test_without_root_the_install_error_says_what_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(install, "missing_packages", lambda: ["docker.io", "busybox-static"])
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(install.InstallError, match=r"apt-get install docker\.io busybox-static"):
-        install.ensure_sandbox_packages(print)
+def test_the_missing_packages_error_says_what_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prerequisites, "missing_packages", lambda: ["docker.io", "busybox-static"])
+    with pytest.raises(
+        prerequisites.MissingPackagesError,
+        match=r"scripts/bootstrap\.sh \(or apt-get install docker\.io busybox-static\)",
+    ):
+        prerequisites.check_sandbox_packages()

@@ -1,4 +1,5 @@
-"""`janitor demo`: `janitor run` against a throwaway sandbox dockerd and workload, watched live.
+"""The demo (`make demo`, `python -m sandbox.demo`): `janitor run` against a throwaway sandbox
+dockerd and workload, watched live.
 
 It owns the demo's setup, live view, verdict and teardown; what the janitor decides and does
 is the real service's, read back from its JSON log.
@@ -6,6 +7,7 @@ is the real service's, read back from its JSON log.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import http.client
@@ -14,7 +16,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,17 +25,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from janitor import service
+from janitor.children import Child, ChildError, free_port, interrupt_on_signals, json_lines
 from janitor.dockerhost import DockerHost
 from janitor.errors import ConfigError, ContainerGoneError, HostError
 from janitor.model import Container, HostConfig, Selector, State
-from janitor.sandbox.daemons import PrivateDaemon
-from janitor.sandbox.image import ensure_test_image
-from janitor.sandbox.install import InstallError, ensure_sandbox_packages
-from janitor.sandbox.workload import Kind, Planted, Shape, Workload
 from janitor.vocabulary import format_duration, parse_duration
+from sandbox.daemons import PrivateDaemon
+from sandbox.image import ensure_test_image
+from sandbox.prerequisites import MissingPackagesError, check_sandbox_packages
+from sandbox.workload import Kind, Planted, Shape, Workload
 
 HOST_NAME = "sandbox"
 # Short budgets so every rule fires within a minute; the intervals keep each sweep's time
@@ -57,7 +59,7 @@ SERVICE_STOP_TIMEOUT = 60.0
 SERVICE_START_TIMEOUT = 120.0
 FLOWER_TIMEOUT = 3.0
 CENSUS_TIMEOUT = timedelta(seconds=5)
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +109,8 @@ class ServiceLog:
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self._offset += len(complete)
         fresh = []
-        for line in complete.splitlines():
-            event = _json_object(line)
-            if event is None:
-                continue  # Flower's and the service's own plain-text lines
+        # Flower's and the service's own plain-text lines are skipped: they are not the janitor's.
+        for event in json_lines(complete.splitlines()):
             if event.get("event") == "sweep_finished":
                 self.sweeps += 1
             elif event.get("event") == "action_failed":
@@ -122,16 +122,6 @@ class ServiceLog:
                     table[done.container_id] = done
                     fresh.append(done)
         return fresh
-
-
-def _json_object(line: bytes) -> dict[str, Any] | None:
-    if not line.startswith(b"{"):
-        return None
-    try:
-        parsed = json.loads(line)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def _action_event(event: Mapping[str, Any]) -> ActionEvent:
@@ -243,13 +233,6 @@ def inspect_present(host: DockerHost, ids: Iterable[str]) -> dict[str, Container
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         # As Flower binds: a port in TIME_WAIT from a previous run is free for it.
@@ -311,11 +294,6 @@ def service_env(
     return env
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    del frame
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 class Demo:
     """Everything one demo run starts, so teardown can undo exactly that, in reverse."""
 
@@ -330,8 +308,7 @@ class Demo:
         self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
         self.daemon: PrivateDaemon | None = None
         self.host: DockerHost | None = None
-        self.service: subprocess.Popen[bytes] | None = None
-        self.service_stopped = False
+        self.service: Child | None = None
         self.workload: Workload | None = None
         self.started = 0.0
         self.started_at = datetime.now(UTC)
@@ -358,7 +335,6 @@ class Demo:
         self._start_service()
         if not self._wait_for_service():
             self._stop_service()
-            self._print_log_tail()
             return EXIT_FAILED
         self.workload = Workload(self.daemon.url)
         self.started, self.started_at = time.monotonic(), datetime.now(UTC)
@@ -381,21 +357,23 @@ class Demo:
         assert self.service is not None
         started = time.monotonic()
         self.say("waiting for the janitor service (redis-server, worker with beat, Flower)")
-        while time.monotonic() - started < SERVICE_START_TIMEOUT:
-            if self.service.poll() is not None:
-                self.say(f"janitor demo: the service exited with code {self.service.returncode}")
-                return False
-            workers = flower_workers(self.flower_port, self.flower_auth, refresh=True)
-            if workers:
-                self.say(
-                    f"janitor service up in {time.monotonic() - started:.1f}s: worker "
-                    f"{', '.join(workers)} online; Flower answers with basic auth on "
-                    f"http://127.0.0.1:{self.flower_port}/"
-                )
-                return True
-            time.sleep(1)
-        self.say(f"janitor demo: the service was not up within {SERVICE_START_TIMEOUT:.0f}s")
-        return False
+        workers: list[str] = []
+
+        def listed() -> bool:
+            workers[:] = flower_workers(self.flower_port, self.flower_auth, refresh=True) or []
+            return bool(workers)
+
+        try:
+            self.service.wait_ready(listed, SERVICE_START_TIMEOUT, "up with a worker in Flower")
+        except (ChildError, TimeoutError) as exc:
+            self.say(f"janitor demo: {exc}")
+            return False
+        self.say(
+            f"janitor service up in {time.monotonic() - started:.1f}s: worker "
+            f"{', '.join(workers)} online; Flower answers with basic auth on "
+            f"http://127.0.0.1:{self.flower_port}/"
+        )
+        return True
 
     def _start_service(self) -> None:
         assert self.daemon is not None
@@ -407,17 +385,15 @@ class Demo:
             flower_auth=self.flower_auth,
             flower_port=self.flower_port,
         )
-        with self.log.path.open("ab") as log:
-            # A session of its own keeps a terminal's Ctrl-C away from the service, so the demo
-            # stops it in order (worker first) and a forced stop can take its whole group.
-            self.service = subprocess.Popen(
-                [sys.executable, "-m", "janitor.cli", "run"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        # In a session of its own, a terminal's Ctrl-C reaches the demo alone, which stops the
+        # service in order (worker first); a forced stop takes its whole group.
+        self.service = Child(
+            "the janitor service",
+            [sys.executable, "-m", "janitor.cli", "run"],
+            log_path=self.log.path,
+            env=env,
+        )
+        self.service.start()
 
     def _print_header(self, setup_s: float) -> None:
         assert self.daemon is not None
@@ -468,7 +444,7 @@ class Demo:
         deadline = self.started + self.duration.total_seconds()
         next_tick = time.monotonic()
         while not stop and time.monotonic() < deadline:
-            if self.service.poll() is not None:
+            if self.service.returncode is not None:
                 return f"the janitor service exited with code {self.service.returncode}"
             if time.monotonic() >= next_tick:
                 self._tick()
@@ -511,20 +487,8 @@ class Demo:
 
     def _stop_service(self) -> None:
         """SIGTERM the service and wait; then nothing of its process group may survive."""
-        if self.service is None or self.service_stopped:
-            return
-        if self.service.poll() is None:
-            self.service.terminate()
-            try:
-                self.service.wait(SERVICE_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _tell(self.out, f"service still up after {SERVICE_STOP_TIMEOUT:.0f}s: killing it")
-        # The service stops its children itself; this takes any straggler of its group along.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.service.pid, signal.SIGKILL)
-        self.service.wait()
-        # Once only: a later killpg could reach a process group that reused the id.
-        self.service_stopped = True
+        if self.service is not None:
+            self.service.stop(SERVICE_STOP_TIMEOUT)
 
     def _finish(self) -> int:
         assert self.host is not None
@@ -619,24 +583,24 @@ def _describe(events: Sequence[ActionEvent], verb: str) -> str:
 
 
 def run(duration: timedelta, flower_port: int, out: TextIO = sys.stdout) -> int:
-    """The `janitor demo` command: set up, watch for `duration`, judge, tear down."""
+    """The demo: set up, watch for `duration`, judge, tear down."""
     if os.geteuid() != 0:
-        raise ConfigError("janitor demo needs root: it starts a private dockerd (try sudo)")
+        raise ConfigError("the demo needs root: it starts a private dockerd (try sudo)")
     if not port_is_free(flower_port):
         raise ConfigError(f"port {flower_port} is in use on 127.0.0.1: pass another --flower-port")
     try:
-        ensure_sandbox_packages(lambda line: _tell(out, f"janitor demo: {line}"))
-    except InstallError as exc:
-        raise ConfigError(f"janitor demo cannot run here: {exc}") from None
+        check_sandbox_packages()
+    except MissingPackagesError as exc:
+        raise ConfigError(f"the demo cannot run here: {exc}") from None
     demo = Demo(duration, flower_port, out)
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     # As Ctrl-C: a SIGTERM unwinds through teardown instead of leaving daemons behind.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_signals((signal.SIGTERM,))
     try:
         return demo.run()
     except BrokenPipeError:
-        # Whoever read the output has gone (`janitor demo | head`): stop quietly, as tools do,
-        # and keep the interpreter's final flush from failing again.
+        # Whoever read the output has gone (`python -m sandbox.demo | head`): stop quietly, as
+        # tools do, and keep the interpreter's final flush from failing again.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return EXIT_FAILED
@@ -651,7 +615,7 @@ def run(duration: timedelta, flower_port: int, out: TextIO = sys.stdout) -> int:
 
 
 def _tell(out: TextIO, line: str) -> None:
-    # Teardown must go on when whoever read the output has gone (`janitor demo | head`).
+    # Teardown must go on when whoever read the output has gone (`python -m sandbox.demo | head`).
     with contextlib.suppress(BrokenPipeError):
         print(line, file=out, flush=True)
 
@@ -665,3 +629,27 @@ def parse_duration_option(text: str) -> timedelta:
     if value <= timedelta(0):
         raise ConfigError(f"--duration {text!r} is invalid: must be longer than 0s")
     return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.demo",
+        description="As root: a sandbox dockerd, a spiky workload and the janitor on it, "
+        "watched live.",
+    )
+    parser.add_argument(
+        "--duration", default="90s", help="how long the workload runs after setup (default: 90s)"
+    )
+    parser.add_argument(
+        "--flower-port", type=int, default=5555, metavar="PORT", help="default: 5555"
+    )
+    args = parser.parse_args(argv)
+    try:
+        return run(parse_duration_option(args.duration), args.flower_port)
+    except ConfigError as exc:
+        print(f"janitor demo: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,8 @@
-"""Docker engines for integration tests: private `dockerd` processes, or a developer's own."""
+"""Docker engines for the tests, the benchmarks and the demo: private `dockerd` processes, or
+a developer's own."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import hashlib
 import json
@@ -15,12 +15,15 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 import docker
 
-from janitor.sandbox.image import IMAGE
+from janitor.children import Child, at_exit, forget
+from sandbox.image import IMAGE
+from sandbox.managed import Borrowed, Lifecycle, Managed
+from sandbox.prerequisites import require_binary
+from sandbox.procfs import descendants, is_alive, parents
 
 START_TIMEOUT = 60.0
 # dockerd stops running containers before it exits, 10 s each (in parallel) for a PID 1
@@ -30,7 +33,7 @@ CLIENT_TIMEOUT = 60
 RESET_TIMEOUT = 60.0
 
 
-class Engine(Protocol):
+class Engine(Lifecycle, Protocol):
     """What tests may ask of a Docker host, private or not."""
 
     name: str
@@ -45,22 +48,14 @@ class Engine(Protocol):
 
     def api(self) -> docker.APIClient: ...
 
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def restart(self) -> None: ...
-
     def freeze(self) -> None: ...
 
     def thaw(self) -> None: ...
 
     def reset(self) -> None: ...
 
-    def cleanup(self) -> None: ...
 
-
-class PrivateDaemon:
+class PrivateDaemon(Managed):
     """A dockerd of our own: data root, exec root, pidfile, socket and log under one temp dir."""
 
     def __init__(self, name: str, *, extra_args: Sequence[str] = ()) -> None:
@@ -70,7 +65,7 @@ class PrivateDaemon:
                 "a private dockerd needs root; without it, point JANITOR_TEST_DOCKER_URLS at two "
                 "daemons of your own (see tests/conftest.py)"
             )
-        self._dockerd = _require("dockerd", package="docker.io")
+        self._dockerd = require_binary("dockerd", package="docker.io")
         self.name = name
         self._extra_args = tuple(extra_args)
         # Short on purpose: unix socket paths stop at 108 bytes, and containerd keeps its own
@@ -80,26 +75,10 @@ class PrivateDaemon:
         self._socket = self.dir / "docker.sock"
         self._exec_root = self.dir / "x"
         self._pidfile = self.dir / "dockerd.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._dockerd_process: Child | None = None
         self._client: docker.DockerClient | None = None
         self._daemon_id: str | None = None
         self._frozen = False
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def __repr__(self) -> str:
         return f"PrivateDaemon({self.name!r}, {self.url!r})"
@@ -116,11 +95,7 @@ class PrivateDaemon:
 
     @property
     def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def is_frozen(self) -> bool:
-        return self._frozen
+        return self._dockerd_process is not None and self._dockerd_process.is_running
 
     def client(self) -> docker.DockerClient:
         """The daemon's one client, kept across restarts and closed by `cleanup`."""
@@ -153,19 +128,13 @@ class PrivateDaemon:
             "--ip6tables=false",
             *self._extra_args,
         ]
-        with self.log_path.open("ab") as log:
-            # A session of its own keeps a terminal's Ctrl-C away from dockerd, so teardown
-            # decides when it stops, and lets a forced stop take its whole process group.
-            self._proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _live.add(self)
+        self._dockerd_process = Child(f"dockerd {self.name}", command, log_path=self.log_path)
+        at_exit(self, self.cleanup)
+        self._dockerd_process.start()
         try:
-            self._wait_until_ready()
+            self._dockerd_process.wait_ready(
+                lambda: _pings(self._socket), START_TIMEOUT, "answering /_ping"
+            )
             self._daemon_id = str(self.client().info()["ID"])
         except BaseException:
             self.stop()
@@ -173,19 +142,12 @@ class PrivateDaemon:
 
     def stop(self) -> None:
         """Shut dockerd down as a service manager would; force it after STOP_TIMEOUT."""
-        if self._proc is None:
+        if self._dockerd_process is None:
             return
-        if self._proc.poll() is None:
-            # A stopped process holds a SIGTERM until it is continued.
-            self.thaw()
-            self._proc.terminate()
-            try:
-                self._proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
-        self._proc = None
-        self._frozen = False
+        # A stopped process holds a SIGTERM until it is continued.
+        self.thaw()
+        self._dockerd_process.stop(STOP_TIMEOUT)
+        self._dockerd_process = None
         _kill_leftovers(self._exec_root)
         # A containerd killed along with dockerd stays a zombie until init reaps it, and a
         # new dockerd that finds its pid "alive" waits for it instead of starting its own.
@@ -203,14 +165,14 @@ class PrivateDaemon:
 
     def freeze(self) -> None:
         """SIGSTOP dockerd alone: its socket accepts connections but nothing answers."""
-        if self._proc is None or not self.is_running:
+        if self._dockerd_process is None or not self.is_running:
             raise RuntimeError(f"dockerd {self.name} is not running")
-        self._proc.send_signal(signal.SIGSTOP)
+        self._dockerd_process.send_signal(signal.SIGSTOP)
         self._frozen = True
 
     def thaw(self) -> None:
-        if self._frozen and self._proc is not None:
-            self._proc.send_signal(signal.SIGCONT)
+        if self._frozen and self._dockerd_process is not None:
+            self._dockerd_process.send_signal(signal.SIGCONT)
         self._frozen = False
 
     def reset(self) -> None:
@@ -229,31 +191,14 @@ class PrivateDaemon:
             self._client = None
         _unmount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
-        _live.discard(self)
-
-    def _wait_until_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _pings(self._socket):
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"dockerd {self.name} exited with {self._proc.returncode}; "
-                    f"end of {self.log_path}:\n{self._log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"dockerd {self.name} did not answer /_ping within {START_TIMEOUT:.0f} s; "
-                    f"end of {self.log_path}:\n{self._log_tail()}"
-                )
-            time.sleep(0.1)
-
-    def _log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        forget(self)
 
 
-class ExternalDaemon:
+class ExternalDaemon(Borrowed):
     """A daemon the developer runs: tests plant and remove their own containers, nothing more."""
+
+    private = "daemon"
+    how = "unset JANITOR_TEST_DOCKER_URLS and run as root"
 
     def __init__(self, name: str, url: str) -> None:
         self.name = name
@@ -280,15 +225,6 @@ class ExternalDaemon:
     def api(self) -> docker.APIClient:
         return self.client().api
 
-    def start(self) -> None:
-        raise self._needs_private("start")
-
-    def stop(self) -> None:
-        raise self._needs_private("stop")
-
-    def restart(self) -> None:
-        raise self._needs_private("restart")
-
     def freeze(self) -> None:
         raise self._needs_private("freeze")
 
@@ -303,19 +239,6 @@ class ExternalDaemon:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def _needs_private(self, what: str) -> RuntimeError:
-        return RuntimeError(
-            f"cannot {what} {self.url}: this test needs a private daemon "
-            "(unset JANITOR_TEST_DOCKER_URLS and run as root)"
-        )
-
-
-def _require(binary: str, *, package: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        raise RuntimeError(f"{binary} not found on PATH: apt-get install {package}")
-    return path
 
 
 def _pings(sock_path: Path) -> bool:
@@ -360,37 +283,24 @@ def _kill_leftovers(exec_root: Path) -> None:
     line; container processes do not, but descend from the shims.
     """
     marker = f"{exec_root}/".encode()
-    parent_of: dict[int, int] = {}
+    parent_of = parents()
     roots: set[int] = set()
     shim_sockets: list[Path] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in parent_of:
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue  # exited while we looked
-        pid = int(entry.name)
-        # The command name in stat may hold spaces and parentheses; fields after it do not.
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if state == "Z":
-            continue
-        parent_of[pid] = int(ppid)
         if marker in cmdline:
             roots.add(pid)
             shim_sockets.extend(_shim_socket(cmdline.decode().split("\0")))
-    doomed = set(roots)
-    frontier = set(roots)
-    while frontier:
-        frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier}
-        doomed |= frontier
+    doomed = roots | descendants(roots, parent_of)
     for pid in doomed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     # containerd holds a lock on its database: a restart must wait for the old one to go.
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in doomed) and time.monotonic() < deadline:
+    while any(is_alive(pid) for pid in doomed) and time.monotonic() < deadline:
         time.sleep(0.05)
     # A shim removes its socket when it exits, not when it is killed.
     for shim_socket in shim_sockets:
@@ -407,14 +317,6 @@ def _shim_socket(argv: list[str]) -> list[Path]:
     return [Path("/run/containerd/s") / hashlib.sha256(path.encode()).hexdigest()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _unmount_under(root: Path) -> None:
     # dockerd leaves overlay, nsfs and bind mounts under its roots when it dies unclean;
     # children come after parents in /proc/self/mounts, so undo them in reverse.
@@ -424,15 +326,3 @@ def _unmount_under(root: Path) -> None:
         if target == str(root) or target.startswith(prefix):
             # A lazy unmount of a parent may already have taken this one along.
             subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-
-
-_live: set[PrivateDaemon] = set()
-_owner_pid = os.getpid()
-
-
-@atexit.register
-def _cleanup_leftover_daemons() -> None:
-    # Teardown did not run (an interrupted session); a forked child must not do it twice.
-    if os.getpid() == _owner_pid:
-        for daemon in list(_live):
-            daemon.cleanup()

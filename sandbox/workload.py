@@ -12,7 +12,7 @@ from enum import StrEnum
 import docker
 import requests
 
-from janitor.sandbox.image import IMAGE
+from sandbox.image import IMAGE
 
 MANAGED = {"janitor.managed": "true"}
 PROTECTED = {**MANAGED, "janitor.protect": "true"}
