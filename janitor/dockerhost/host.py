@@ -1,8 +1,7 @@
-"""The only module that talks to Docker: one client per host, SDK errors mapped to ours.
+"""One Docker daemon, as the janitor sees it: its clock, its containers and the two things
+it does to them (kill, remove), through one client with an explicit URL, timeout and TLS.
 
-It lists, inspects, kills and removes exactly what it is told; it decides nothing. A failed
-call about the whole host (version, info, list, events) is a HostError; a failed call about
-one container is a ContainerError, unless the daemon did not answer at all.
+It lists, inspects, kills and removes exactly what it is told; it decides nothing.
 """
 
 from __future__ import annotations
@@ -17,25 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import docker
 import docker.errors
 import docker.tls
-import requests
-import requests.exceptions
-from docker.transport.unixconn import UnixHTTPAdapter
 
-from janitor.errors import (
-    ActionFailedError,
-    ContainerConflictError,
-    ContainerError,
-    ContainerGoneError,
-    DaemonError,
-    HostError,
-    HostUnreachableError,
-    UnsupportedByEngineError,
-)
+from janitor.dockerhost.transport import PinnedAPIClient, fault, tune_unix_transport
+from janitor.errors import ContainerGoneError, DaemonError
 from janitor.model import Container, HostConfig, Selector, Summary
 from janitor.vocabulary import COMPOSE_PROJECT_LABEL
 
@@ -46,9 +33,6 @@ _ZERO_YEAR = 1
 RESTART_POLICIES_THAT_RESURRECT = frozenset({"always", "on-failure"})
 _CONTAINER_ID_IN_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)$")
 _FILES_DOCKER_BINDS_INTO_CONTAINERS = frozenset({"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"})
-_CONTAINER_IN_PATH = re.compile(r"(?<=/containers/)[^/]+")
-# Calls about the whole host: however one fails, the host cannot be swept now.
-_HOST_CALLS = frozenset({"version", "info", "list", "events"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,45 +54,6 @@ def parse_instant(text: str | None) -> datetime | None:
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)
-
-
-class _APIClient(docker.APIClient):
-    """The SDK's client, checking a tcp host's certificate against the configured CA only.
-
-    requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in the environment replace the CA a
-    session was given (psf/requests#3829): with either set, as on many CI images and
-    corporate machines, JANITOR_TLS_CA_CERT was ignored for the system's CA bundle.
-    """
-
-    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
-        settings = super().merge_environment_settings(*args, **kwargs)
-        # The SDK never passes verify per request: the session's value is what TLS set up.
-        settings["verify"] = self.verify
-        return settings
-
-
-class _OnePoolUnixAdapter(UnixHTTPAdapter):
-    """docker-py 7 keys its unix-socket connection pools by the whole request URL, so every
-    container's inspect or remove opened a fresh socket (a fifth of a sweep's CPU in
-    py-spy); all requests go to one socket, so one pool serves them all."""
-
-    def get_connection(self, url: bytes | str, proxies: Any = None) -> Any:
-        return super().get_connection("http+docker://localhost", proxies)
-
-
-def _tune_unix_transport(
-    api: docker.APIClient, socket_path: str, timeout: float, pool_size: int
-) -> None:
-    adapter = _OnePoolUnixAdapter(
-        "http+unix://" + socket_path,
-        timeout=timeout,  # type: ignore[arg-type]  # the stubs say int; floats work
-        max_pool_size=pool_size,
-    )
-    replaced = api.adapters["http+docker://"]
-    api.mount("http+docker://", adapter)
-    replaced.close()  # its socket from the version call would otherwise linger
-    # No proxy or .netrc applies to a unix socket; requests would look them up every call.
-    api.trust_env = False
 
 
 class DockerHost:
@@ -148,7 +93,7 @@ class DockerHost:
                     )
                 api = self._guard(
                     "version",
-                    lambda: _APIClient(
+                    lambda: PinnedAPIClient(
                         base_url=self.config.url,
                         # The stubs say int; requests takes fractional seconds as well.
                         timeout=self._timeout,  # type: ignore[arg-type]
@@ -158,7 +103,7 @@ class DockerHost:
                 )
                 if self.config.url.startswith("unix://"):
                     socket_path = self.config.url.removeprefix("unix://")
-                    _tune_unix_transport(api, socket_path, self._timeout, self._max_pool_size)
+                    tune_unix_transport(api, socket_path, self._timeout, self._max_pool_size)
                 self._api = api
             return self._api
 
@@ -170,23 +115,7 @@ class DockerHost:
         # requests' errors are OSErrors too: this also takes a socket that vanished mid-call,
         # which urllib3 lets through bare.
         except (docker.errors.DockerException, OSError) as exc:
-            raise self._fault(operation, exc) from exc
-
-    def _fault(self, operation: str, exc: Exception) -> HostError | ContainerError:
-        where = f"{self.name} ({self.config.url})"
-        answer = _daemon_answer(exc)
-        if answer is not None:
-            if operation in _HOST_CALLS:
-                return DaemonError(f"{where} answered {operation} with {_status(answer)}")
-            return _container_fault(operation, answer)
-        if _is_tls_failure(exc):
-            return HostUnreachableError(
-                f"{where} TLS handshake failed during {operation} "
-                f"(see JANITOR_TLS_*): {_explain(exc)}"
-            )
-        if isinstance(exc, requests.exceptions.RequestException | docker.errors.DockerException):
-            return HostUnreachableError(f"{where} did not answer {operation}: {_explain(exc)}")
-        return HostUnreachableError(f"{where} failed during {operation}: {exc}")
+            raise fault(f"{self.name} ({self.config.url})", operation, exc) from exc
 
     def info(self) -> DaemonInfo:
         api = self._client()
@@ -319,64 +248,3 @@ def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozens
         if is_docker_bind and (match := _CONTAINER_ID_IN_MOUNT.search(fields[3])):
             ids.add(match.group(1))
     return frozenset(ids)
-
-
-def _container_fault(operation: str, answer: requests.Response) -> ContainerError:
-    said = _daemon_text(answer)
-    if answer.status_code == 404:
-        if _is_json(answer) and "no such container" in said.lower():
-            return ContainerGoneError(f"{operation}: {said}")
-        # Go's router answers a route it lacks with a 404 too: text/plain from Podman < 5.1
-        # (no /containers/{id}/update), JSON "page not found" from dockerd. The container
-        # may be running: never read that as gone.
-        if not _is_json(answer) or "page not found" in said.lower():
-            path = _CONTAINER_IN_PATH.sub("{id}", urlsplit(answer.request.url or "").path)
-            route = f"{answer.request.method} {path}"
-            return UnsupportedByEngineError(
-                f"the engine has no {route} route, so it cannot {operation} ({_status(answer)})"
-            )
-    if answer.status_code == 409:
-        return ContainerConflictError(f"{operation} refused: {said}")
-    return ActionFailedError(f"{operation} failed with {_status(answer)}")
-
-
-def _daemon_answer(exc: BaseException) -> requests.Response | None:
-    """The daemon's error answer behind exc; None when the daemon did not answer."""
-    # The SDK wraps the error of its first call (the version check) in a bare DockerException.
-    for candidate in (exc, exc.__cause__):
-        if isinstance(candidate, requests.exceptions.HTTPError) and candidate.response is not None:
-            return candidate.response
-    return None
-
-
-def _status(answer: requests.Response) -> str:
-    return f"{answer.status_code} {answer.reason}: {_daemon_text(answer)}"
-
-
-def _daemon_text(answer: requests.Response) -> str:
-    """What the daemon said: Docker's JSON {"message": ...}, else the body as text."""
-    if _is_json(answer):
-        try:
-            body = answer.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and "message" in body:
-            return str(body["message"])
-    return answer.text.strip() or str(answer.reason)
-
-
-def _is_json(response: requests.Response) -> bool:
-    content_type = response.headers.get("Content-Type", "")
-    return content_type.split(";")[0].strip().lower() == "application/json"
-
-
-def _is_tls_failure(exc: BaseException) -> bool:
-    # The version check's wrapper again: a certificate problem must not read as a daemon
-    # that "did not answer".
-    return isinstance(exc, requests.exceptions.SSLError) or isinstance(
-        exc.__cause__, requests.exceptions.SSLError
-    )
-
-
-def _explain(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

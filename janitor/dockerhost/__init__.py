@@ -1,0 +1,21 @@
+"""The only package that talks to Docker (or Podman's Docker-compatible API).
+
+`host` is the daemon as the janitor sees it; `transport` is the SDK's client as the janitor
+needs it and what each of its failures means. Nothing outside this package imports the SDK.
+"""
+
+from janitor.dockerhost.host import (
+    RESTART_POLICIES_THAT_RESURRECT,
+    DaemonInfo,
+    DockerHost,
+    own_container_ids,
+    parse_instant,
+)
+
+__all__ = [
+    "RESTART_POLICIES_THAT_RESURRECT",
+    "DaemonInfo",
+    "DockerHost",
+    "own_container_ids",
+    "parse_instant",
+]
