@@ -15,10 +15,11 @@ from typing import TextIO
 import redis
 
 from janitor import keys, logs
-from janitor.dockerhost import DockerHost
+from janitor.dockerhost import DaemonInfo, DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.locks import REDIS_ERRORS
 from janitor.model import Outcome, Status, SweepNotRun, SweepReport, Task
+from janitor.pacing import SPAWN_WINDOW
 from janitor.settings import Settings, load_settings
 from janitor.tick import sweep_host
 from janitor.vocabulary import format_duration
@@ -263,17 +264,33 @@ def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None
             managed = len(docker.list_containers(settings.selector))
         except HostError as exc:
             return Check(subject, False, str(exc))
+        events_ok, events = _check_events(settings, docker, info)
     skew = info.now.timestamp() - time.time()
     message = (
-        f"Docker {info.server_version}, daemon {info.id[:20]}, "
+        f"{info.engine}, daemon {info.id}, "
         f"{managed} container(s) under selector {settings.selector}, "
-        f"clock {skew:+.1f}s from this machine"
+        f"clock {skew:+.1f}s from this machine, {events}"
     )
     recorded = client.get(keys.daemon_identity(name)) if client is not None else None
     if recorded is not None and recorded.decode() != info.id:
         message += f": Redis recorded daemon {recorded.decode()} for this name before"
         return Check(subject, False, message)
-    return Check(subject, True, message)
+    return Check(subject, events_ok, message)
+
+
+def _check_events(settings: Settings, docker: DockerHost, info: DaemonInfo) -> tuple[bool, str]:
+    """Whether the events API can serve spike pacing; a failure fails the check only when
+    pacing is on (JANITOR_SPIKE_RATE)."""
+    try:
+        starts = docker.starts_between(info.now - SPAWN_WINDOW, info.now)
+    except HostError as exc:
+        pacing = "on: it cannot see starts" if settings.spike_rate else "off"
+        return not settings.spike_rate, f"WARNING events unreadable, spike pacing {pacing} ({exc})"
+    seen = f"events readable ({len(starts)} start(s) in the last minute)"
+    if info.engine.is_podman:
+        # Podman 4.3 ignores the `event` filter; starts_between filters on our side.
+        seen += ", filtered by the janitor"
+    return True, seen
 
 
 if __name__ == "__main__":

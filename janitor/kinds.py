@@ -20,6 +20,7 @@ from janitor.dockerhost import DockerHost
 from janitor.locks import REDIS_ERRORS, Lease
 from janitor.model import Action, Container, HostFacts, Reason, Rules, SweepReport, Verb
 from janitor.sweep import ReportHeader, Survey, SweepOptions, run_engine
+from janitor.vocabulary import Detail
 
 # Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
 DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
@@ -82,11 +83,11 @@ class ContainerKind:
             )
         return policy.still_warranted(action, current, self.task, self.rules, now, facts=facts)
 
-    def act(self, action: Action, current: Container) -> None:
+    def act(self, action: Action, current: Container) -> Detail | None:
         if action.verb is Verb.KILL:
-            self.docker.kill(current, self.options.stop_timeout)
-        else:
-            self.docker.remove(current.id, volumes=self.options.remove_volumes)
+            return self.docker.kill(current, self.options.stop_timeout)
+        self.docker.remove(current.id, volumes=self.options.remove_volumes)
+        return None
 
     def _first_seen_dead(
         self, snapshots: Sequence[Container], now: datetime

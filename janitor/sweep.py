@@ -56,7 +56,8 @@ class Kind(Protocol, Generic[Snapshot]):
     def why_not(self, action: Action, current: Snapshot, now: datetime) -> str | None:
         """Why the action must not go ahead on the item as it is now; None when it may."""
 
-    def act(self, action: Action, current: Snapshot) -> None: ...
+    def act(self, action: Action, current: Snapshot) -> Detail | None:
+        """Do it; the caveat of an action that was done anyway, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +287,14 @@ class _Engine(Generic[Snapshot]):
         why_not = self.kind.why_not(action, current, self.now)
         if why_not:
             return ActionResult(action, Outcome.REFUSED, why_not)
-        self.kind.act(action, current)
-        return ActionResult(action, Outcome.DONE)
+        try:
+            caveat = self.kind.act(action, current)
+        except ContainerGoneError:
+            # A 404 is "gone" only if the item is really gone: an engine may answer 404 for
+            # a route or a state it does not know while the container keeps running.
+            self.kind.inspect(action.container_id)
+            return ActionResult(action, Outcome.FAILED, Detail.STILL_THERE_AFTER_404)
+        return ActionResult(action, Outcome.DONE, caveat or "")
 
     def _log_result(self, result: ActionResult) -> None:
         action = result.action

@@ -25,7 +25,7 @@ class Detail(StrEnum):
     """Why an action was not done: the closed list of a report action's `detail` codes.
 
     A `gone`, `failed` or daemon-refused (409) action carries the daemon's own error text
-    instead; `done` and `planned` carry none.
+    instead; `done` and `planned` carry none, but for a caveat (RESTART_POLICY_KEPT).
     """
 
     BAD_LABEL = "bad_label"
@@ -36,6 +36,10 @@ class Detail(StrEnum):
     RESTARTED_SINCE_DECISION = "restarted_since_decision"
     RAN_SINCE_DECISION = "ran_since_decision"
     NO_LONGER_ELIGIBLE = "no_longer_eligible"
+    # A kill that was done on an engine that cannot clear a restart policy (Podman < 5.1).
+    RESTART_POLICY_KEPT = "restart_policy_kept"
+    # A 404 from an action, while a fresh inspect still finds the container: never `gone`.
+    STILL_THERE_AFTER_404 = "still_there_after_404"
 
 
 DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"

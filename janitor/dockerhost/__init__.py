@@ -8,6 +8,7 @@ from janitor.dockerhost.host import (
     RESTART_POLICIES_THAT_RESURRECT,
     DaemonInfo,
     DockerHost,
+    Engine,
     own_container_ids,
     parse_instant,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "RESTART_POLICIES_THAT_RESURRECT",
     "DaemonInfo",
     "DockerHost",
+    "Engine",
     "own_container_ids",
     "parse_instant",
 ]

@@ -1,5 +1,6 @@
-"""One Docker daemon, as the janitor sees it: its clock, its containers and the two things
-it does to them (kill, remove), through one client with an explicit URL, timeout and TLS.
+"""One Docker daemon (or Podman's Docker-compatible service), as the janitor sees it: which
+engine it is, its identity, its clock, its containers and the two things it does to them
+(kill, remove), through one client with an explicit URL, timeout and TLS.
 
 It lists, inspects, kills and removes exactly what it is told; it decides nothing.
 """
@@ -22,9 +23,9 @@ import docker.errors
 import docker.tls
 
 from janitor.dockerhost.transport import PinnedAPIClient, fault, tune_unix_transport
-from janitor.errors import ContainerGoneError, DaemonError
+from janitor.errors import ContainerGoneError, DaemonError, UnsupportedByEngineError
 from janitor.model import Container, HostConfig, Selector, Summary
-from janitor.vocabulary import COMPOSE_PROJECT_LABEL
+from janitor.vocabulary import COMPOSE_PROJECT_LABEL, Detail
 
 T = TypeVar("T")
 
@@ -36,12 +37,57 @@ _FILES_DOCKER_BINDS_INTO_CONTAINERS = frozenset({"/etc/hostname", "/etc/hosts", 
 
 
 @dataclass(frozen=True, slots=True)
+class Engine:
+    """Which engine answers: its product (Docker or Podman), version and API version."""
+
+    product: str
+    version: str
+    api_version: str
+
+    @property
+    def is_podman(self) -> bool:
+        return self.product == PODMAN
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version} (API {self.api_version})"
+
+
+DOCKER = "Docker"
+PODMAN = "Podman"
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonInfo:
+    """The daemon's /info as the janitor uses it.
+
+    `id` is what tells one daemon from another, stable across calls and restarts: Docker's
+    `ID`; for Podman, whose compat `ID` is new random on every call, its host name and
+    storage graph root (`podman:<name>:<graph root>`).
+    """
+
     id: str
     name: str
     now: datetime
     containers: int
     server_version: str
+    engine: Engine
+
+
+def engine_of(version_answer: dict[str, Any]) -> Engine:
+    """The engine behind a /version answer: Podman names itself among the components."""
+    components = version_answer.get("Components") or []
+    is_podman = any("podman" in str(part.get("Name", "")).lower() for part in components)
+    return Engine(
+        product=PODMAN if is_podman else DOCKER,
+        version=str(version_answer.get("Version", "")),
+        api_version=str(version_answer.get("ApiVersion", "")),
+    )
+
+
+def daemon_identity(raw_info: dict[str, Any], engine: Engine) -> str:
+    if engine.is_podman:
+        return f"podman:{raw_info.get('Name', '')}:{raw_info.get('DockerRootDir', '')}"
+    return str(raw_info.get("ID", ""))
 
 
 def parse_instant(text: str | None) -> datetime | None:
@@ -64,7 +110,7 @@ class DockerHost:
         self.name = config.name
         self._timeout = timeout.total_seconds()
         self._max_pool_size = max_pool_size
-        self._api: docker.APIClient | None = None
+        self._api: PinnedAPIClient | None = None
         self._lock = threading.Lock()
         # How many API calls each operation made: the idle-cost benchmark reads it.
         self.calls: Counter[str] = Counter()
@@ -80,7 +126,7 @@ class DockerHost:
             self._api.close()
             self._api = None
 
-    def _client(self) -> docker.APIClient:
+    def _client(self) -> PinnedAPIClient:
         with self._lock:
             if self._api is None:
                 tls: docker.tls.TLSConfig | bool = False
@@ -117,18 +163,24 @@ class DockerHost:
         except (docker.errors.DockerException, OSError) as exc:
             raise fault(f"{self.name} ({self.config.url})", operation, exc) from exc
 
+    def engine(self) -> Engine:
+        """Which engine this is, from the /version answer the client was made with."""
+        return engine_of(self._client().version_answer)
+
     def info(self) -> DaemonInfo:
         api = self._client()
         raw: dict[str, Any] = self._guard("info", api.info)
         now = parse_instant(raw.get("SystemTime"))
         if now is None:
             raise DaemonError(f"{self.name} ({self.config.url}) reported no SystemTime in /info")
+        engine = self.engine()
         return DaemonInfo(
-            id=str(raw.get("ID", "")),
+            id=daemon_identity(raw, engine),
             name=str(raw.get("Name", "")),
             now=now,
             containers=int(raw.get("Containers", 0)),
             server_version=str(raw.get("ServerVersion", "")),
+            engine=engine,
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:
@@ -166,21 +218,32 @@ class DockerHost:
             restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or ""),
         )
 
-    def kill(self, container: Container, stop_timeout: timedelta) -> None:
-        """Stop a ghost for good: SIGTERM, SIGKILL after stop_timeout, no resurrection."""
+    def kill(self, container: Container, stop_timeout: timedelta) -> Detail | None:
+        """Stop a ghost for good: SIGTERM, SIGKILL after stop_timeout, no resurrection.
+
+        Returns the caveat of a kill that was done, if any: an engine without the update
+        route (Podman < 5.1) keeps the restart policy, and the container is stopped anyway.
+        """
         api = self._client()
+        caveat = None
         if container.restart_policy in RESTART_POLICIES_THAT_RESURRECT:
             # A SIGKILLed container with these policies comes back when the daemon restarts.
-            self._guard(
-                "update",
-                # The stubs omit "no", the value that turns restarting off.
-                lambda: api.update_container(
-                    container.id,
-                    restart_policy={"Name": "no"},  # type: ignore[arg-type]
-                ),
-            )
+            try:
+                self._guard(
+                    "update",
+                    # The stubs omit "no", the value that turns restarting off.
+                    lambda: api.update_container(
+                        container.id,
+                        restart_policy={"Name": "no"},  # type: ignore[arg-type]
+                    ),
+                )
+            except UnsupportedByEngineError:
+                # A ghost left running costs more than one Podman may restart at boot (only
+                # podman-restart.service does that; a stop through the API is not undone).
+                caveat = Detail.RESTART_POLICY_KEPT
         seconds = math.ceil(stop_timeout.total_seconds())
         self._guard("stop", lambda: api.stop(container.id, timeout=seconds))
+        return caveat
 
     def remove(self, container_id: str, *, volumes: bool) -> None:
         """Remove a stopped container; never forced, so a running one is refused (409)."""
@@ -209,9 +272,14 @@ class DockerHost:
                 timeout=self._timeout,
             )
             response.raise_for_status()
-            # Docker and Podman write one JSON object a line.
+            # Docker and Podman write one JSON object a line. Podman 4.3 ignores the `event`
+            # filter and sends every event of the window: filter here as well.
             events = [json.loads(line) for line in response.text.splitlines() if line.strip()]
-            return [datetime.fromtimestamp(e["timeNano"] / 1e9, tz=UTC) for e in events]
+            return [
+                datetime.fromtimestamp(e["timeNano"] / 1e9, tz=UTC)
+                for e in events
+                if is_container_start(e)
+            ]
 
         return self._guard("events", fetch)
 
@@ -226,6 +294,10 @@ class DockerHost:
             if project := labels.get(COMPOSE_PROJECT_LABEL):
                 projects.add(project)
         return frozenset(projects)
+
+
+def is_container_start(event: dict[str, Any]) -> bool:
+    return event.get("Type") == "container" and event.get("Action") == "start"
 
 
 def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozenset[str]:

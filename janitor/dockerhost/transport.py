@@ -41,6 +41,21 @@ class PinnedAPIClient(docker.APIClient):
     corporate machines, JANITOR_TLS_CA_CERT was ignored for the system's CA bundle.
     """
 
+    # The SDK asks /version once, for the API version, and drops the rest; the janitor keeps
+    # it to tell the engine (Docker or Podman) without another call.
+    version_answer: dict[str, Any]
+
+    def _retrieve_server_version(self) -> str:
+        try:
+            self.version_answer = self.version(api_version=False)
+            return str(self.version_answer["ApiVersion"])
+        # As the SDK's own version check wraps them; fault() reads the daemon's answer from
+        # the cause. requests' errors are OSErrors, like a socket that vanished mid-call.
+        except (docker.errors.DockerException, OSError, KeyError) as exc:
+            raise docker.errors.DockerException(
+                f"Error while fetching server API version: {exc}"
+            ) from exc
+
     def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
         settings = super().merge_environment_settings(*args, **kwargs)
         # The SDK never passes verify per request: the session's value is what TLS set up.

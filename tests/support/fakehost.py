@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from janitor.dockerhost import DaemonInfo
+from janitor.dockerhost import DaemonInfo, Engine
 from janitor.errors import ContainerGoneError
 from janitor.model import Container, Selector, State, Summary
 from janitor.settings import Settings
+from janitor.vocabulary import Detail
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 MANAGED = {"janitor.managed": "true"}
@@ -60,6 +61,8 @@ class FakeHost:
         self.starts: list[datetime] = []
         # container id -> called once, right before that container's second inspect
         self.meddlers: dict[str, Callable[[], None]] = {}
+        # What each kill says it could not do (an engine that keeps restart policies).
+        self.kill_caveat: Detail | None = None
         self._inspected: set[str] = set()
 
     def __enter__(self) -> FakeHost:
@@ -84,6 +87,7 @@ class FakeHost:
             now=self.now,
             containers=len(self.containers),
             server_version="20.10.24",
+            engine=Engine("Docker", "20.10.24", "1.41"),
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:
@@ -103,12 +107,13 @@ class FakeHost:
             raise ContainerGoneError(f"No such container: {container_id}")
         return self.containers[container_id]
 
-    def kill(self, current: Container, stop_timeout: timedelta) -> None:
+    def kill(self, current: Container, stop_timeout: timedelta) -> Detail | None:
         del stop_timeout
         self._call("stop")
         self.containers[current.id] = dataclasses.replace(
             current, state=State.EXITED, finished_at=self.now
         )
+        return self.kill_caveat
 
     def remove(self, container_id: str, *, volumes: bool) -> None:
         del volumes

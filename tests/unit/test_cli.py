@@ -1,12 +1,14 @@
-"""The CLI's own surface, in process: --version and `check --json`."""
+"""The CLI's own surface, in process: --version and `check` (`--json`, the engine line)."""
 
 from __future__ import annotations
 
 import gc
 import json
+from contextlib import closing
 from importlib import metadata
 
 import pytest
+from support.fakedaemon import EVENTS, VERSION, FakeDaemon, error_reply, json_reply
 
 from janitor import cli
 
@@ -47,3 +49,48 @@ def test_check_json_of_a_bad_configuration_exits_2(
     assert document["ok"] is False
     assert document["checks"][0]["subject"] == "configuration"
     assert document["checks"][0]["message"].startswith("JANITOR_CONCURRENCY='0' is invalid")
+
+
+PODMAN_43_VERSION = {
+    "ApiVersion": "1.41",
+    "Version": "4.3.1",
+    "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}],
+}
+
+
+def _host_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
+) -> dict[str, object]:
+    monkeypatch.setenv("JANITOR_HOSTS", f"alpha={daemon.url}")
+    monkeypatch.setenv("JANITOR_REDIS_URL", "redis://127.0.0.1:1/0")
+    cli.main(["check", "--json"])
+    checks: list[dict[str, object]] = json.loads(capsys.readouterr().out)["checks"]
+    gc.collect()
+    return checks[2]
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
+def test_check_names_the_engine_and_its_identity(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with closing(FakeDaemon()) as daemon:
+        daemon.answer(VERSION, json_reply(PODMAN_43_VERSION))
+        host = _host_check(monkeypatch, capsys, daemon)
+    assert host["ok"] is True
+    message = str(host["message"])
+    assert message.startswith("Podman 4.3.1 (API 1.41), daemon podman:fake:")
+    assert "events readable (2 start(s) in the last minute)" in message
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
+@pytest.mark.parametrize(("spike_rate", "ok"), [("0", True), ("120", False)])
+def test_check_warns_when_events_cannot_serve_pacing_and_fails_when_pacing_is_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], spike_rate: str, ok: bool
+) -> None:
+    monkeypatch.setenv("JANITOR_SPIKE_RATE", spike_rate)
+    with closing(FakeDaemon()) as daemon:
+        daemon.answer(EVENTS, error_reply(500, "events backend unavailable"))
+        host = _host_check(monkeypatch, capsys, daemon)
+    assert host["ok"] is ok
+    assert "Docker 20.10.24 (API 1.41)" in str(host["message"])
+    assert "WARNING events unreadable, spike pacing" in str(host["message"])

@@ -44,6 +44,7 @@ from janitor.errors import (
     UnsupportedByEngineError,
 )
 from janitor.model import Container, HostConfig, Selector
+from janitor.vocabulary import Detail
 
 TIMEOUT = timedelta(seconds=0.5)
 HOST = "alpha"
@@ -152,8 +153,19 @@ def docker(daemon: FakeDaemon) -> Iterator[DockerHost]:
         yield host
 
 
-@pytest.mark.parametrize("failure_name", list(FAILURES))
-@pytest.mark.parametrize("operation", list(CALLS))
+# A kill that meets a missing update route stops the ghost anyway (tested below).
+CALLS_AND_FAILURES = [
+    (operation, failure_name)
+    for operation in CALLS
+    for failure_name in FAILURES
+    if not (
+        operation == "update"
+        and FAILURES[failure_name].on_container_call is UnsupportedByEngineError
+    )
+]
+
+
+@pytest.mark.parametrize(("operation", "failure_name"), CALLS_AND_FAILURES)
 def test_every_failure_of_every_call_becomes_a_named_error(
     daemon: FakeDaemon, docker: DockerHost, operation: str, failure_name: str
 ) -> None:
@@ -177,15 +189,27 @@ def test_every_failure_of_every_call_becomes_a_named_error(
 def test_a_missing_route_names_the_route_and_says_the_engine_lacks_it(
     daemon: FakeDaemon, docker: DockerHost
 ) -> None:
-    daemon.answer(UPDATE, NO_ROUTE)
+    daemon.answer(REMOVE, NO_ROUTE)
     with pytest.raises(UnsupportedByEngineError) as raised:
-        docker.kill(_ghost("always"), timedelta(0))
+        docker.remove(CONTAINER_ID, volumes=True)
     assert str(raised.value) == (
-        "the engine has no POST /v1.41/containers/{id}/update route, so it cannot update "
+        "the engine has no DELETE /v1.41/containers/{id} route, so it cannot remove "
         "(404 Not Found: 404 page not found)"
     )
-    # The restart policy could not be cleared, so the kill stops short of the stop.
-    assert "POST /containers/{id}/stop" not in daemon.routes_seen()
+
+
+@pytest.mark.parametrize("no_route", [NO_ROUTE, error_reply(404, "page not found")])
+def test_an_engine_without_the_update_route_kills_and_says_the_policy_was_kept(
+    daemon: FakeDaemon, docker: DockerHost, no_route: Reply
+) -> None:
+    daemon.answer(UPDATE, no_route)
+    assert docker.kill(_ghost("always"), timedelta(0)) is Detail.RESTART_POLICY_KEPT
+    assert "POST /containers/{id}/stop" in daemon.routes_seen()
+
+
+def test_a_cleared_restart_policy_is_no_caveat(daemon: FakeDaemon, docker: DockerHost) -> None:
+    assert docker.kill(_ghost("always"), timedelta(0)) is None
+    assert daemon.routes_seen()[-2:] == [UPDATE, STOP]
 
 
 def test_a_healthy_daemon_answers_each_call(daemon: FakeDaemon, docker: DockerHost) -> None:
@@ -254,3 +278,59 @@ def test_a_missing_socket_is_an_unreachable_host(daemon: FakeDaemon) -> None:
     # docker-py leaves the socket of a failed unix connect to the garbage collector.
     gc.collect()
     assert f"{HOST} (unix://{daemon.dir}/missing.sock) did not answer version" in message
+
+
+PODMAN_VERSION = {
+    "ApiVersion": "1.41",
+    "MinAPIVersion": "1.24",
+    "Version": "4.3.1",
+    "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}],
+}
+
+
+def _podman_info(random_id: str, **changes: str) -> Reply:
+    info = {
+        "ID": random_id,
+        "Name": "build-7",
+        "DockerRootDir": "/var/lib/containers/storage",
+        "SystemTime": "2026-12-01T12:00:00Z",
+        "ServerVersion": "4.3.1",
+    }
+    return json_reply(info | changes)
+
+
+def test_podman_is_known_by_its_host_name_and_graph_root_not_its_random_id(
+    daemon: FakeDaemon,
+) -> None:
+    daemon.answer(VERSION, json_reply(PODMAN_VERSION))
+    identities = []
+    for random_id in ("0ce2767d-d7b5", "226fe20b-fb0b"):
+        daemon.answer(INFO, _podman_info(random_id))
+        # A new client each time, as each tick makes: the identity survives reconnects.
+        with DockerHost(HostConfig(HOST, daemon.url), timeout=TIMEOUT) as docker:
+            info = docker.info()
+        identities.append(info.id)
+    assert identities == ["podman:build-7:/var/lib/containers/storage"] * 2
+    assert str(info.engine) == "Podman 4.3.1 (API 1.41)"
+    daemon.answer(INFO, _podman_info("0ce2767d-d7b5", DockerRootDir="/srv/other-storage"))
+    with DockerHost(HostConfig(HOST, daemon.url), timeout=TIMEOUT) as docker:
+        assert docker.info().id == "podman:build-7:/srv/other-storage"
+
+
+def test_docker_is_known_by_its_id_and_named_docker(docker: DockerHost) -> None:
+    info = docker.info()
+    assert info.id == "FAKE:DAEMON:ID"
+    assert str(info.engine) == "Docker 20.10.24 (API 1.41)"
+
+
+def test_events_the_engine_did_not_filter_are_filtered_here(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    # Podman 4.3 ignores the `event` filter: every event of the window comes back.
+    def event(kind: str, action: str) -> str:
+        return json.dumps({"Type": kind, "Action": action, "timeNano": EVENT_AT_NS})
+
+    lines = [event("container", "start"), event("container", "died"), event("image", "start")]
+    daemon.answer(EVENTS, Reply(200, ("\n".join(lines) + "\n").encode(), chunked=True))
+    starts = docker.starts_between(NOW - timedelta(minutes=5), NOW)
+    assert starts == [datetime.fromtimestamp(EVENT_AT_NS / 1e9, tz=UTC)]

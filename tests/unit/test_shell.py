@@ -22,6 +22,7 @@ from janitor import keys, tick
 from janitor.errors import (
     ActionFailedError,
     ContainerConflictError,
+    ContainerGoneError,
     HostUnreachableError,
     LeaseLostError,
 )
@@ -29,6 +30,7 @@ from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
 from janitor.model import Outcome, State, Status, SweepNotRun, SweepReport, Task
 from janitor.sweep import SweepOptions
+from janitor.vocabulary import Detail
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -220,6 +222,33 @@ def test_done_gone_and_refused_each_have_their_line(use_fake: list[FakeHost]) ->
     emitted(logs, "action_refused", container_id=restarted.id, detail="restarted_since_decision")
     decided = emitted(logs, "sweep_decided", candidates=3, eligible=3)
     assert decided[0]["log_level"] == "debug"
+
+
+def test_a_404_from_an_action_is_gone_only_if_a_fresh_inspect_agrees(
+    use_fake: list[FakeHost],
+) -> None:
+    still_there, really_gone = container("still-there"), container("really-gone")
+    fake = FakeHost([still_there, really_gone])
+    fake.failures["remove"] = ContainerGoneError("remove: no such container")
+    # The second one vanishes between the re-check and the re-inspect after the 404.
+    fake.meddlers[really_gone.id] = lambda: fake.meddlers.__setitem__(
+        really_gone.id, lambda: fake.containers.pop(really_gone.id)
+    )
+    report, logs = run_tick(use_fake, fake, Task.REMOVE_STOPPED, concurrency=1)
+    assert as_report(report).counts == {"failed": 1, "gone": 1}
+    emitted(logs, "action_failed", container_id=still_there.id, detail="still_there_after_404")
+    emitted(logs, "action_gone", container_id=really_gone.id)
+
+
+def test_a_kill_that_kept_the_restart_policy_is_done_with_its_caveat(
+    use_fake: list[FakeHost],
+) -> None:
+    fake = FakeHost([container("ghost", State.RUNNING)])
+    fake.kill_caveat = Detail.RESTART_POLICY_KEPT
+    report, logs = run_tick(use_fake, fake, Task.KILL_GHOSTS)
+    [action] = as_report(report).to_dict()["actions"]
+    assert (action["outcome"], action["detail"]) == ("done", "restart_policy_kept")
+    emitted(logs, "action_done", detail="restart_policy_kept")
 
 
 def test_a_daemon_conflict_is_refused(use_fake: list[FakeHost]) -> None:
