@@ -3,7 +3,7 @@ UV := uv run --frozen
 PYTEST := $(UV) pytest
 SOURCES := janitor sandbox tests celeryconfig.py $(wildcard bench)
 
-.PHONY: setup check lint format typecheck imports test unit run demo bench soak
+.PHONY: setup check lint format typecheck imports test unit conformance engines run demo bench soak
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -31,6 +31,15 @@ test: setup
 
 unit: setup
 	$(PYTEST) -q tests/unit
+
+# The conformance part of the suite against one engine: docker-20.10, docker-26, podman-4.3
+# or podman-5 (the last three but podman-4.3 unpacked by `make engines`).
+ENGINE ?= docker-20.10
+conformance: setup engines
+	JANITOR_TEST_ENGINE=$(ENGINE) $(PYTEST) -q -m conformance tests
+
+engines:
+	@bash scripts/fetch-engines.sh >/dev/null
 
 run: setup
 	$(UV) janitor run

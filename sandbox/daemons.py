@@ -1,9 +1,8 @@
-"""Docker engines for the tests, the benchmarks and the demo: private `dockerd` processes, or
-a developer's own."""
+"""Container engines for the tests, the benchmarks and the demo: private `dockerd` processes
+(sandbox.podman adds Podman's service), or a developer's own."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -14,18 +13,22 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 import docker
 
 from janitor.children import Child, at_exit, forget
+from janitor.dockerhost import DockerHost
+from janitor.model import HostConfig
+from sandbox.engines import DOCKER_20, EngineBinaries, binaries, selected_engine
 from sandbox.image import IMAGE
 from sandbox.managed import Borrowed, Lifecycle, Managed
-from sandbox.prerequisites import require_binary
-from sandbox.procfs import descendants, is_alive, parents
+from sandbox.procfs import kill_trees_naming
 
 START_TIMEOUT = 60.0
+START_TIMEOUT_DELTA = timedelta(seconds=START_TIMEOUT)
 # dockerd stops running containers before it exits, 10 s each (in parallel) for a PID 1
 # that ignores SIGTERM; give that a chance before forcing.
 STOP_TIMEOUT = 30.0
@@ -55,33 +58,30 @@ class Engine(Lifecycle, Protocol):
     def reset(self) -> None: ...
 
 
-class PrivateDaemon(Managed):
-    """A dockerd of our own: data root, exec root, pidfile, socket and log under one temp dir."""
+class PrivateEngine(Managed):
+    """What every engine of our own shares: a temp dir holding its socket, state and log; one
+    server process (`_server`) that can be frozen; one client; an empty reset; a full cleanup.
 
-    def __init__(self, name: str, *, extra_args: Sequence[str] = ()) -> None:
-        """`extra_args` go to dockerd as they are, e.g. a TLS-verified tcp listener."""
+    Subclasses start and stop the server their own way (`start`, `stop`)."""
+
+    def __init__(self, name: str) -> None:
         if os.geteuid() != 0:
             raise RuntimeError(
-                "a private dockerd needs root; without it, point JANITOR_TEST_DOCKER_URLS at two "
+                "a private engine needs root; without it, point JANITOR_TEST_DOCKER_URLS at two "
                 "daemons of your own (see tests/conftest.py)"
             )
-        self._dockerd = require_binary("dockerd", package="docker.io")
         self.name = name
-        self._extra_args = tuple(extra_args)
         # Short on purpose: unix socket paths stop at 108 bytes, and containerd keeps its own
         # sockets under the exec root.
         self.dir = Path(tempfile.mkdtemp(prefix="jt-", dir="/tmp"))
-        self.log_path = self.dir / "dockerd.log"
         self._socket = self.dir / "docker.sock"
-        self._exec_root = self.dir / "x"
-        self._pidfile = self.dir / "dockerd.pid"
-        self._dockerd_process: Child | None = None
+        self._server: Child | None = None
         self._client: docker.DockerClient | None = None
         self._daemon_id: str | None = None
         self._frozen = False
 
     def __repr__(self) -> str:
-        return f"PrivateDaemon({self.name!r}, {self.url!r})"
+        return f"{type(self).__name__}({self.name!r}, {self.url!r})"
 
     @property
     def url(self) -> str:
@@ -89,22 +89,103 @@ class PrivateDaemon(Managed):
 
     @property
     def daemon_id(self) -> str:
+        """The identity the janitor records for this engine (janitor.dockerhost.DaemonInfo)."""
         if self._daemon_id is None:
-            raise RuntimeError(f"dockerd {self.name} has not been started")
+            raise RuntimeError(f"{self!r} has not been started")
         return self._daemon_id
 
     @property
     def is_running(self) -> bool:
-        return self._dockerd_process is not None and self._dockerd_process.is_running
+        return self._server is not None and self._server.is_running
 
     def client(self) -> docker.DockerClient:
-        """The daemon's one client, kept across restarts and closed by `cleanup`."""
+        """The engine's one client, kept across restarts and closed by `cleanup`."""
         if self._client is None:
             self._client = docker.DockerClient(base_url=self.url, timeout=CLIENT_TIMEOUT)
         return self._client
 
     def api(self) -> docker.APIClient:
         return self.client().api
+
+    def _serve(self, child: Child) -> None:
+        """Start the server process and wait until its socket answers; stop it if it fails."""
+        self._server = child
+        at_exit(self, self.cleanup)
+        child.start()
+        try:
+            child.wait_ready(lambda: _pings(self._socket), START_TIMEOUT, "answering /_ping")
+            with DockerHost(HostConfig(self.name, self.url), timeout=START_TIMEOUT_DELTA) as host:
+                self._daemon_id = host.info().id
+        except BaseException:
+            self.stop()
+            raise
+
+    def _stop_server(self) -> None:
+        if self._server is None:
+            return
+        # A stopped process holds a SIGTERM until it is continued.
+        self.thaw()
+        self._server.stop(STOP_TIMEOUT)
+        self._server = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server alone: its socket accepts connections but nothing answers."""
+        if self._server is None or not self.is_running:
+            raise RuntimeError(f"{self!r} is not running")
+        self._server.send_signal(signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        if self._frozen and self._server is not None:
+            self._server.send_signal(signal.SIGCONT)
+        self._frozen = False
+
+    def reset(self) -> None:
+        """Running, answering and empty again, whatever the last test did to it."""
+        self.thaw()
+        if not self.is_running:
+            self.start()
+        _remove_containers(self.api(), {})
+        self.api().prune_volumes()
+
+    def cleanup(self) -> None:
+        """Stop the engine and remove every trace of it: processes, mounts, files."""
+        self.stop()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        _unmount_under(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        forget(self)
+
+
+class PrivateDaemon(PrivateEngine):
+    """A dockerd of our own: data root, exec root, pidfile, socket and log under one temp dir.
+
+    A restart keeps the data root: containers persist, running ones are stopped. Without
+    live-restore dockerd stops what runs before it exits, which takes 10 s for a PID 1 that
+    ignores SIGTERM (SLEEP_FOREVER); TERM_AWARE containers go at once.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        extra_args: Sequence[str] = (),
+        binaries: EngineBinaries | None = None,
+    ) -> None:
+        """`extra_args` go to dockerd as they are, e.g. a TLS-verified tcp listener;
+        `binaries` default to the selected engine's dockerd (sandbox.engines)."""
+        self._binaries = binaries or docker_binaries()
+        super().__init__(name)
+        self._extra_args = tuple(extra_args)
+        self.log_path = self.dir / "dockerd.log"
+        self._exec_root = self.dir / "x"
+        self._pidfile = self.dir / "dockerd.pid"
 
     def start(self) -> None:
         if self.is_running:
@@ -117,7 +198,7 @@ class PrivateDaemon(Managed):
         config = self.dir / "daemon.json"
         config.write_text(json.dumps({"deprecated-key-path": str(self.dir / "key.json")}))
         command = [
-            self._dockerd,
+            self._binaries.server,
             f"--data-root={self.dir / 'data'}",
             f"--exec-root={self._exec_root}",
             f"--pidfile={self._pidfile}",
@@ -128,70 +209,19 @@ class PrivateDaemon(Managed):
             "--ip6tables=false",
             *self._extra_args,
         ]
-        self._dockerd_process = Child(f"dockerd {self.name}", command, log_path=self.log_path)
-        at_exit(self, self.cleanup)
-        self._dockerd_process.start()
-        try:
-            self._dockerd_process.wait_ready(
-                lambda: _pings(self._socket), START_TIMEOUT, "answering /_ping"
-            )
-            self._daemon_id = str(self.client().info()["ID"])
-        except BaseException:
-            self.stop()
-            raise
+        env = self._binaries.env()
+        self._serve(Child(f"dockerd {self.name}", command, log_path=self.log_path, env=env))
 
     def stop(self) -> None:
         """Shut dockerd down as a service manager would; force it after STOP_TIMEOUT."""
-        if self._dockerd_process is None:
+        if self._server is None:
             return
-        # A stopped process holds a SIGTERM until it is continued.
-        self.thaw()
-        self._dockerd_process.stop(STOP_TIMEOUT)
-        self._dockerd_process = None
+        self._stop_server()
         _kill_leftovers(self._exec_root)
         # A containerd killed along with dockerd stays a zombie until init reaps it, and a
         # new dockerd that finds its pid "alive" waits for it instead of starting its own.
         for pidfile in (self._pidfile, self._exec_root / "containerd" / "containerd.pid"):
             pidfile.unlink(missing_ok=True)
-
-    def restart(self) -> None:
-        """Stop and start on the same data root: containers persist, running ones are stopped.
-
-        Without live-restore dockerd stops what runs before it exits, which takes 10 s for a
-        PID 1 that ignores SIGTERM (SLEEP_FOREVER); TERM_AWARE containers go at once.
-        """
-        self.stop()
-        self.start()
-
-    def freeze(self) -> None:
-        """SIGSTOP dockerd alone: its socket accepts connections but nothing answers."""
-        if self._dockerd_process is None or not self.is_running:
-            raise RuntimeError(f"dockerd {self.name} is not running")
-        self._dockerd_process.send_signal(signal.SIGSTOP)
-        self._frozen = True
-
-    def thaw(self) -> None:
-        if self._frozen and self._dockerd_process is not None:
-            self._dockerd_process.send_signal(signal.SIGCONT)
-        self._frozen = False
-
-    def reset(self) -> None:
-        """Running, answering and empty again, whatever the last test did to it."""
-        self.thaw()
-        if not self.is_running:
-            self.start()
-        _remove_containers(self.api(), {})
-        self.api().prune_volumes()
-
-    def cleanup(self) -> None:
-        """Stop dockerd and remove every trace of it: processes, mounts, files."""
-        self.stop()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        _unmount_under(self.dir)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        forget(self)
 
 
 class ExternalDaemon(Borrowed):
@@ -241,6 +271,14 @@ class ExternalDaemon(Borrowed):
             self._client = None
 
 
+def docker_binaries() -> EngineBinaries:
+    """The selected engine's dockerd; Debian 12's own when the selected engine is Podman
+    (the TLS tests' daemon, say)."""
+    engine = selected_engine()
+    chosen = binaries(engine)
+    return binaries(DOCKER_20) if chosen.is_podman else chosen
+
+
 def _pings(sock_path: Path) -> bool:
     # A raw request: a docker client would first ask /version and fail less legibly.
     try:
@@ -279,32 +317,13 @@ def _kill_leftovers(exec_root: Path) -> None:
     """SIGKILL containerd, its shims and their containers if a daemon left them behind.
 
     dockerd starts containerd in a session of its own and shims outlive a killed containerd,
-    so neither dies with dockerd's process group. They name the exec root on their command
-    line; container processes do not, but descend from the shims.
+    so neither dies with dockerd's process group. containerd holds a lock on its database: a
+    restart must wait for the old one to go, which kill_trees_naming does.
     """
-    marker = f"{exec_root}/".encode()
-    parent_of = parents()
-    roots: set[int] = set()
-    shim_sockets: list[Path] = []
-    for pid in parent_of:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue  # exited while we looked
-        if marker in cmdline:
-            roots.add(pid)
-            shim_sockets.extend(_shim_socket(cmdline.decode().split("\0")))
-    doomed = roots | descendants(roots, parent_of)
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    # containerd holds a lock on its database: a restart must wait for the old one to go.
-    deadline = time.monotonic() + 10
-    while any(is_alive(pid) for pid in doomed) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # A shim removes its socket when it exits, not when it is killed.
-    for shim_socket in shim_sockets:
-        shim_socket.unlink(missing_ok=True)
+    for argv in kill_trees_naming(exec_root):
+        # A shim removes its socket when it exits, not when it is killed.
+        for shim_socket in _shim_socket(argv):
+            shim_socket.unlink(missing_ok=True)
 
 
 def _shim_socket(argv: list[str]) -> list[Path]:

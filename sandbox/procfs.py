@@ -3,6 +3,10 @@ still alive (a zombie is not). For tearing down and measuring process trees of o
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,3 +56,30 @@ def is_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def kill_trees_naming(folder: Path, settle: float = 10.0) -> list[list[str]]:
+    """SIGKILL every process that names `folder` on its command line, and all below it; wait
+    up to `settle` seconds for them to go. Returns the argv of each one that named it.
+
+    For servers of ours whose helpers leave the server's process group (containerd, its
+    shims, Podman's conmon): they name their state folder; their containers descend from them.
+    """
+    marker = f"{folder}/".encode()
+    parent_of = parents()
+    roots: dict[int, list[str]] = {}
+    for pid in parent_of:
+        try:
+            cmdline = (PROC / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited while we looked
+        if marker in cmdline:
+            roots[pid] = cmdline.decode(errors="replace").split("\0")
+    doomed = set(roots) | descendants(roots, parent_of)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + settle
+    while any(is_alive(pid) for pid in doomed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(roots.values())

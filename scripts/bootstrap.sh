@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the janitor and its tests need on a Debian machine, idempotently:
-# Debian packages (dockerd, redis-server, busybox-static for the test image, faketime),
-# uv, and the Python environment exactly as uv.lock pins it.
+# Debian packages (dockerd, redis-server, busybox-static for the test image, faketime, podman
+# for the engine matrix, patchelf for Debian 13's podman), uv, and the Python environment
+# exactly as uv.lock pins it. Engines Debian 12 does not ship: scripts/fetch-engines.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io redis-server busybox-static faketime)
+packages=(docker.io redis-server busybox-static faketime podman patchelf)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

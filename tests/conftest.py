@@ -5,6 +5,13 @@ private `redis-server`, all under /tmp/jt-* and gone at the end. That needs root
 packages docker.io, redis-server and busybox-static; a missing one fails the session, it never
 skips it.
 
+JANITOR_TEST_ENGINE
+    Which engine the two private hosts run (sandbox/engines.py): docker-20.10 (the default,
+    Debian 12's dockerd), docker-26 (Debian 13's dockerd and containerd), podman-4.3 (Debian
+    12's podman) or podman-5 (Debian 13's). The last three but podman-4.3 come from
+    scripts/fetch-engines.sh. The conformance part of the suite (`-m conformance`) is what CI
+    runs against each; the TLS tests' daemon is the selected Docker, or Debian 12's under Podman.
+
 Developers without root may point the tests at servers of their own instead:
 
 JANITOR_TEST_DOCKER_URLS
@@ -26,8 +33,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import pytest
 
 from janitor.children import interrupt_on_signals
-from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
+from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon, PrivateEngine
+from sandbox.engines import binaries, selected_engine
 from sandbox.image import ensure_test_image
+from sandbox.podman import PrivatePodman
 from sandbox.redisserver import ExternalRedis, PrivateRedis, RedisHost
 
 HOST_NAMES = ("alpha", "beta")
@@ -106,8 +115,11 @@ def _private_hosts() -> list[Engine]:
     return started
 
 
-def _start_private(name: str) -> PrivateDaemon:
-    daemon = PrivateDaemon(name)
+def _start_private(name: str) -> PrivateEngine:
+    chosen = binaries(selected_engine())
+    daemon = (
+        PrivatePodman(name, chosen) if chosen.is_podman else PrivateDaemon(name, binaries=chosen)
+    )
     try:
         daemon.start()
         ensure_test_image(daemon.api())

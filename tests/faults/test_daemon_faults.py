@@ -33,6 +33,9 @@ from janitor.children import wait_for
 from sandbox.celery_processes import Processes
 from sandbox.daemons import Engine
 
+# Every engine of the matrix runs these (see .ci/run).
+pytestmark = pytest.mark.conformance
+
 MANAGED = {"janitor.managed": "true"}
 # Kept once killed, so a kill stays visible as `exited` instead of turning into a removal.
 GHOST = {**MANAGED, "janitor.stopped-grace": "1h"}

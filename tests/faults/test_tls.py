@@ -20,6 +20,9 @@ from support.cli import janitor_env, run_janitor, sweep_json
 from support.containers import container_ids, run_exited, run_running, state_or_gone
 from support.tls import Pki, TlsDaemon, make_pki
 
+# Every engine of the matrix runs these (see .ci/run).
+pytestmark = pytest.mark.conformance
+
 AGE = 1.5
 AGED = {"max_runtime": "1s", "stopped_grace": "1s"}
 

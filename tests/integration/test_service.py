@@ -168,6 +168,7 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         yield processes
 
 
+@pytest.mark.conformance
 def test_worker_and_beat_sweep_both_hosts_and_store_the_reports(
     alpha: Engine, beta: Engine, redis_url: str, procs: Processes
 ) -> None:

@@ -19,6 +19,9 @@ from support.containers import (
 from janitor.model import Task
 from sandbox.daemons import Engine
 
+# Every engine of the matrix runs these (see .ci/run).
+pytestmark = pytest.mark.conformance
+
 MANAGED = {"janitor.managed": "true"}
 PROTECTED = {"janitor.managed": "true", "janitor.protect": "true"}
 # Long enough that a container planted at the start of a test is still young at its end.

@@ -6,6 +6,7 @@ import re
 import time
 from datetime import timedelta
 
+import pytest
 import redis
 from support.cli import janitor_env, run_janitor, sweep_json
 from support.containers import container_ids, run_exited, run_running, state
@@ -18,6 +19,9 @@ from janitor.model import Container, HostConfig, Task
 from janitor.settings import Settings
 from janitor.sweep import SweepOptions
 from sandbox.daemons import Engine
+
+# Every engine of the matrix runs these (see .ci/run).
+pytestmark = pytest.mark.conformance
 
 MANAGED = {"janitor.managed": "true"}
 AGE = 1.5

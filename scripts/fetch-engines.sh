@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Fetches the container engines of the engine matrix that Debian 12 does not ship (Debian 13's
+# dockerd 26 with containerd 1.7, and podman 5 with the libc it needs) as Debian packages, and
+# unpacks them privately. The system's apt sources and installed packages stay as they are:
+# apt runs under a private APT_CONFIG (own sources list, lists and cache) and the packages are
+# unpacked with dpkg-deb -x, never installed. Everything is cached under ENGINES_CACHE, so a
+# second run downloads nothing. Prints nothing on success but the engines' folder.
+set -euo pipefail
+
+cache=${ENGINES_CACHE:-/var/cache/container-janitor-engines}
+suite=trixie
+# Debian 13's package names; runc comes from Debian 12 (installed with docker.io).
+docker_packages=(docker.io containerd)
+podman_packages=(podman netavark libc6 libsqlite3-0 libgpgme11t64 libassuan9 libgpg-error0 libseccomp2 libsubid5
+  libsystemd0 libcap2 libaudit1 libcap-ng0 libselinux1 libpcre2-8-0 libbsd0 libmd0)
+stamp="$cache/unpacked-v2"
+
+if [ -f "$stamp" ]; then
+  echo "$cache"
+  exit 0
+fi
+
+# The archive the machine's own sources already name, with the other suite's codename.
+archive=$(
+  { grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+    grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+      sed -E 's/\[[^]]*\]//' | awk '{print $2}'; } |
+    grep -v -- '-security' | grep -E '/debian/?$' | head -n 1 || true
+)
+if [ -z "$archive" ]; then
+  echo "fetch-engines: no Debian archive in /etc/apt/sources.list{,.d}" >&2
+  exit 1
+fi
+
+apt_dir="$cache/apt"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/debs"
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $archive $suite main" \
+  >"$apt_dir/sources.list"
+cat >"$apt_dir/apt.conf" <<CONF
+Dir::Etc::SourceList "$apt_dir/sources.list";
+Dir::Etc::SourceParts "$apt_dir/sources.list.d";
+Dir::Etc::Preferences "$apt_dir/preferences";
+Dir::Etc::PreferencesParts "$apt_dir/preferences.d";
+Dir::State::Lists "$apt_dir/lists";
+Dir::State::status "$apt_dir/status";
+Dir::Cache "$apt_dir/cache";
+APT::Architecture "amd64";
+APT::Sandbox::User "root";
+CONF
+mkdir -p "$apt_dir/sources.list.d" "$apt_dir/preferences.d"
+touch "$apt_dir/status"
+export APT_CONFIG="$apt_dir/apt.conf"
+apt-get update -qq
+
+fetch() {
+  local target=$1
+  shift
+  rm -rf "$target"
+  mkdir -p "$target"
+  (cd "$cache/debs" && apt-get download -qq "$@")
+  for package in "$@"; do
+    dpkg-deb -x "$(ls "$cache/debs/${package}"_*.deb | tail -n 1)" "$target"
+  done
+}
+
+fetch "$cache/docker-26" "${docker_packages[@]}"
+fetch "$cache/podman-5" "${podman_packages[@]}"
+# Podman 5 and its network helper need Debian 13's libc: each gets that loader and a DT_RPATH
+# (which, unlike RUNPATH, also holds for their libraries' own dependencies). A patched binary
+# stays the one podman re-executes for container cleanup, where a loader wrapper would not.
+libs="$cache/podman-5/usr/lib/x86_64-linux-gnu"
+for binary in usr/bin/podman usr/lib/podman/netavark; do
+  patchelf --set-interpreter "$libs/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$libs" \
+    "$cache/podman-5/$binary"
+done
+touch "$stamp"
+echo "$cache"
