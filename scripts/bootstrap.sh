@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io redis-server busybox-static faketime podman patchelf)
+# systemd for systemd-analyze, which checks the units in contrib/systemd/.
+packages=(docker.io redis-server busybox-static faketime systemd podman patchelf)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
