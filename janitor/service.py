@@ -162,10 +162,7 @@ def report_hosts(settings: Settings) -> None:
             except HostError as exc:
                 say(f"host {config.name}: NOT reachable now ({exc}); sweeps fail until it is")
                 continue
-        say(
-            f"host {config.name}: {config.url}, Docker {info.server_version}, "
-            f"{info.containers} containers"
-        )
+        say(f"host {config.name}: {config.url}, {info.engine}, {info.containers} containers")
 
 
 def run(settings: Settings, *, flower_port: int | None = None) -> int:

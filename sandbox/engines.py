@@ -43,6 +43,11 @@ class EngineBinaries:
         return os.environ | {"PATH": path}
 
 
+def clears_restart_policies(engine: str) -> bool:
+    """Whether the engine has /containers/{id}/update, which Podman gained in 5.1."""
+    return engine != PODMAN_4
+
+
 def selected_engine() -> str:
     engine = os.environ.get(ENGINE_VARIABLE, DOCKER_20)
     if engine not in ENGINES:

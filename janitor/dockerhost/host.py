@@ -12,7 +12,7 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,14 +73,17 @@ class DaemonInfo:
     engine: Engine
 
 
-def engine_of(version_answer: dict[str, Any]) -> Engine:
-    """The engine behind a /version answer: Podman names itself among the components."""
-    components = version_answer.get("Components") or []
-    is_podman = any("podman" in str(part.get("Name", "")).lower() for part in components)
+def engine_of(ping_headers: Mapping[str, str]) -> Engine:
+    """The engine behind a /_ping answer: `Server: Docker/26.1.5 (linux)`, or Podman's
+    `Server: Libpod/4.3.1 (linux)` with its own `Libpod-Api-Version`."""
+    server = ping_headers.get("Server", "")
+    product, _, rest = server.partition("/")
+    version = rest.split(" ", 1)[0]
+    is_podman = product.lower() == "libpod" or "Libpod-Api-Version" in ping_headers
     return Engine(
         product=PODMAN if is_podman else DOCKER,
-        version=str(version_answer.get("Version", "")),
-        api_version=str(version_answer.get("ApiVersion", "")),
+        version=ping_headers.get("Libpod-Api-Version", version) if is_podman else version,
+        api_version=ping_headers.get("Api-Version", ""),
     )
 
 
@@ -164,8 +167,8 @@ class DockerHost:
             raise fault(f"{self.name} ({self.config.url})", operation, exc) from exc
 
     def engine(self) -> Engine:
-        """Which engine this is, from the /version answer the client was made with."""
-        return engine_of(self._client().version_answer)
+        """Which engine this is, from the /_ping answer the client was made with."""
+        return engine_of(self._client().engine_headers)
 
     def info(self) -> DaemonInfo:
         api = self._client()
@@ -257,29 +260,37 @@ class DockerHost:
         answer covers a shorter span than asked: callers measure rates over what came back.
         """
         api = self._client()
+        until_second = int(until.timestamp())
+        params = {
+            "since": str(int(since.timestamp())),
+            "filters": json.dumps({"type": ["container"], "event": ["start"]}),
+        }
+        if self.engine().is_podman:
+            # Podman 4.3 closes a window whose `until` has passed before it reads its event
+            # log, and answers nothing; `stream=false` reads the log up to now instead.
+            params["stream"] = "false"
+        else:
+            params["until"] = str(until_second)
+        # As the daemon's own `until`: whole seconds, that second included.
+        window_end = datetime.fromtimestamp(until_second + 1, tz=UTC)
 
         def fetch() -> list[datetime]:
             # The SDK's events() streams with no timeout at all, so a frozen daemon held its
             # caller for good; a window that has ended is one finite answer, read whole
             # under the client's timeout.
             response = api.get(
-                f"{api.base_url}/v{api.api_version}/events",
-                params={
-                    "since": str(int(since.timestamp())),
-                    "until": str(int(until.timestamp())),
-                    "filters": json.dumps({"type": ["container"], "event": ["start"]}),
-                },
-                timeout=self._timeout,
+                f"{api.base_url}/v{api.api_version}/events", params=params, timeout=self._timeout
             )
             response.raise_for_status()
             # Docker and Podman write one JSON object a line. Podman 4.3 ignores the `event`
             # filter and sends every event of the window: filter here as well.
             events = [json.loads(line) for line in response.text.splitlines() if line.strip()]
-            return [
+            starts = [
                 datetime.fromtimestamp(e["timeNano"] / 1e9, tz=UTC)
                 for e in events
                 if is_container_start(e)
             ]
+            return [at for at in starts if at < window_end]
 
         return self._guard("events", fetch)
 

@@ -15,7 +15,7 @@ from support.containers import create_only, run_exited, run_running, state_or_go
 from janitor.dockerhost import DockerHost
 from janitor.model import HostConfig
 from sandbox.daemons import Engine
-from sandbox.engines import PODMAN_4, binaries, selected_engine
+from sandbox.engines import binaries, clears_restart_policies, selected_engine
 
 pytestmark = pytest.mark.conformance
 
@@ -73,7 +73,7 @@ def test_ten_sweeps_in_a_row_are_ok_and_nothing_is_gone_while_it_exists(
                 outcomes.setdefault(action["id"], []).append((action["outcome"], action["detail"]))
                 if action["outcome"] == "gone":
                     assert state_or_gone(client, action["id"]) == "gone", action
-    kill_detail = "restart_policy_kept" if selected_engine() == PODMAN_4 else ""
+    kill_detail = "" if clears_restart_policies(selected_engine()) else "restart_policy_kept"
     assert outcomes[ghost][0] == ("done", kill_detail)
     assert outcomes[plain_ghost][0] == ("done", "")
     for removed in (finished, never_started):
@@ -96,7 +96,7 @@ def test_a_restart_always_ghost_is_stopped_on_every_engine_with_the_truth_about_
     container = docker.inspect(ghost)
     caveat = docker.kill(container, timedelta(0))
     assert state_or_gone(alpha.client(), ghost) == "exited"
-    expected = "restart_policy_kept" if selected_engine() == PODMAN_4 else None
+    expected = None if clears_restart_policies(selected_engine()) else "restart_policy_kept"
     assert caveat == expected
 
 

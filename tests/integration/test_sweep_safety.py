@@ -155,7 +155,8 @@ def test_two_hosts_one_down_the_other_is_still_swept(alpha: Engine, beta: Engine
     }
     failed = run.report("beta", "kill-ghosts")
     assert beta.url.removeprefix("unix://") in failed["error"]
-    assert state(alpha, ghost) == "exited"
+    # Killed, and removed by the same run's stopped sweep when a slow engine took the grace.
+    assert state(alpha, ghost) in ("exited", "gone")
     assert state(alpha, exited) == "gone"
 
 
@@ -176,7 +177,7 @@ def test_report_has_exactly_the_contract_fields(alpha: Engine) -> None:
     assert report["scanned"] >= 1
     assert isinstance(report["duration_s"], float)
     (action,) = report["actions"]
-    assert set(action) == {"id", "name", "action", "reason", "outcome"}
+    assert set(action) == {"id", "name", "action", "reason", "outcome", "detail"}
     assert action["id"] == ghost
     assert re.fullmatch(r"[0-9a-f]{64}", action["id"])
     assert action["name"]

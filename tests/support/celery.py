@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from sandbox.engines import binaries, selected_engine
 from support.cli import janitor_env
 
 # Short enough that a test sees several ticks in seconds, long enough for the nested limits:
@@ -28,12 +29,16 @@ SERVICE = {
     # random: it would start extra stopped sweeps and upset tick counts. Its tests turn it on.
     "pressure_high": "0",
 }
+# Podman's /info runs conmon and the OCI runtime for their versions: over a second on a
+# loaded machine, so its service gets longer calls and the intervals to match.
+PODMAN_SERVICE = {"kill_interval": "5s", "remove_interval": "6s", "docker_timeout": "2s"}
 RESULT_KEYS = "celery-task-meta-*"
 
 
 def service_env(hosts: Mapping[str, str], redis_url: str, **overrides: str) -> dict[str, str]:
     """The environment of a janitor service: JANITOR_* only from here, fast intervals."""
-    env = janitor_env(hosts, redis_url, **{**SERVICE, **overrides})
+    timings = SERVICE | (PODMAN_SERVICE if binaries(selected_engine()).is_podman else {})
+    env = janitor_env(hosts, redis_url, **{**timings, **overrides})
     # Nothing from the caller's Celery or Flower setup may leak in either.
     for name in [k for k in env if k.startswith(("CELERY_", "FLOWER_"))]:
         del env[name]

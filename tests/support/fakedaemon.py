@@ -49,6 +49,7 @@ class Reply:
     hang: bool = False
     cut: bool = False
     drop: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def json_reply(document: Any, status: int = 200, *, chunked: bool = False) -> Reply:
@@ -62,6 +63,13 @@ def error_reply(status: int, message: str) -> Reply:
 
 def text_reply(status: int, text: str) -> Reply:
     return Reply(status, text.encode(), content_type="text/plain; charset=utf-8")
+
+
+def ping_reply(*headers: tuple[str, str]) -> Reply:
+    """/_ping's "OK", with the headers that say the API version and which engine this is."""
+    return Reply(
+        200, b"OK", "text/plain; charset=utf-8", headers=(("Api-Version", "1.41"), *headers)
+    )
 
 
 HANG = Reply(hang=True)
@@ -89,7 +97,7 @@ def healthy_replies() -> dict[str, Reply]:
     }
     events = (json.dumps(event) + "\n").encode() * 2
     return {
-        PING: text_reply(200, "OK"),
+        PING: ping_reply(("Server", "Docker/20.10.24 (linux)")),
         VERSION: json_reply({"ApiVersion": "1.41", "MinAPIVersion": "1.12", "Version": "20.10.24"}),
         INFO: json_reply(
             {
@@ -211,9 +219,15 @@ class FakeDaemon:
         if reply.drop:
             _hang_up(handler)
             return
+        # send_response writes the Server header itself, from these two.
+        handler.server_version = dict(reply.headers).get("Server", "FakeDaemon")
+        handler.sys_version = ""
         handler.send_response(reply.status)
         if reply.content_type:
             handler.send_header("Content-Type", reply.content_type)
+        for name, value in reply.headers:
+            if name != "Server":
+                handler.send_header(name, value)
         if reply.chunked:
             handler.send_header("Transfer-Encoding", "chunked")
         else:

@@ -8,7 +8,7 @@ from contextlib import closing
 from importlib import metadata
 
 import pytest
-from support.fakedaemon import EVENTS, VERSION, FakeDaemon, error_reply, json_reply
+from support.fakedaemon import EVENTS, PING, FakeDaemon, error_reply, ping_reply
 
 from janitor import cli
 
@@ -51,11 +51,7 @@ def test_check_json_of_a_bad_configuration_exits_2(
     assert document["checks"][0]["message"].startswith("JANITOR_CONCURRENCY='0' is invalid")
 
 
-PODMAN_43_VERSION = {
-    "ApiVersion": "1.41",
-    "Version": "4.3.1",
-    "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}],
-}
+PODMAN_43_PING = ping_reply(("Server", "Libpod/4.3.1 (linux)"), ("Libpod-Api-Version", "4.3.1"))
 
 
 def _host_check(
@@ -74,7 +70,7 @@ def test_check_names_the_engine_and_its_identity(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with closing(FakeDaemon()) as daemon:
-        daemon.answer(VERSION, json_reply(PODMAN_43_VERSION))
+        daemon.answer(PING, PODMAN_43_PING)
         host = _host_check(monkeypatch, capsys, daemon)
     assert host["ok"] is True
     message = str(host["message"])

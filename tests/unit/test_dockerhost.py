@@ -22,15 +22,16 @@ from support.fakedaemon import (
     INSPECT,
     LIST,
     NO_ROUTE,
+    PING,
     REMOVE,
     STOP,
     UPDATE,
-    VERSION,
     FakeDaemon,
     Reply,
     error_reply,
     gone_reply,
     json_reply,
+    ping_reply,
 )
 
 from janitor.dockerhost import DockerHost, parse_instant
@@ -72,8 +73,8 @@ class Call:
 
 
 CALLS = {
-    # The SDK asks /version when the client is made, before anything else.
-    "version": Call(VERSION, lambda docker: docker.info(), host_level=True),
+    # The client asks /_ping for the API version when it is made, before anything else.
+    "version": Call(PING, lambda docker: docker.info(), host_level=True),
     "info": Call(INFO, lambda docker: docker.info(), host_level=True),
     "list": Call(
         LIST, lambda docker: docker.list_containers(Selector("janitor.managed")), host_level=True
@@ -280,12 +281,7 @@ def test_a_missing_socket_is_an_unreachable_host(daemon: FakeDaemon) -> None:
     assert f"{HOST} (unix://{daemon.dir}/missing.sock) did not answer version" in message
 
 
-PODMAN_VERSION = {
-    "ApiVersion": "1.41",
-    "MinAPIVersion": "1.24",
-    "Version": "4.3.1",
-    "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}],
-}
+PODMAN_PING = ping_reply(("Server", "Libpod/4.3.1 (linux)"), ("Libpod-Api-Version", "4.3.1"))
 
 
 def _podman_info(random_id: str, **changes: str) -> Reply:
@@ -302,7 +298,7 @@ def _podman_info(random_id: str, **changes: str) -> Reply:
 def test_podman_is_known_by_its_host_name_and_graph_root_not_its_random_id(
     daemon: FakeDaemon,
 ) -> None:
-    daemon.answer(VERSION, json_reply(PODMAN_VERSION))
+    daemon.answer(PING, PODMAN_PING)
     identities = []
     for random_id in ("0ce2767d-d7b5", "226fe20b-fb0b"):
         daemon.answer(INFO, _podman_info(random_id))
@@ -315,6 +311,23 @@ def test_podman_is_known_by_its_host_name_and_graph_root_not_its_random_id(
     daemon.answer(INFO, _podman_info("0ce2767d-d7b5", DockerRootDir="/srv/other-storage"))
     with DockerHost(HostConfig(HOST, daemon.url), timeout=TIMEOUT) as docker:
         assert docker.info().id == "podman:build-7:/srv/other-storage"
+
+
+def test_podman_events_are_read_up_to_now_and_cut_at_the_window_here(daemon: FakeDaemon) -> None:
+    daemon.answer(PING, PODMAN_PING)
+    late = EVENT_AT_NS + 3 * 10**9
+    lines = [
+        json.dumps({"Type": "container", "Action": "start", "timeNano": at})
+        for at in (EVENT_AT_NS, late)
+    ]
+    daemon.answer(EVENTS, Reply(200, ("\n".join(lines) + "\n").encode(), chunked=True))
+    until = datetime.fromtimestamp(EVENT_AT_NS // 10**9, tz=UTC)
+    with DockerHost(HostConfig(HOST, daemon.url), timeout=TIMEOUT) as docker:
+        starts = docker.starts_between(until - timedelta(minutes=1), until)
+    assert starts == [datetime.fromtimestamp(EVENT_AT_NS / 1e9, tz=UTC)]
+    [query] = [seen.query for seen in daemon.seen if seen.route == EVENTS]
+    assert query["stream"] == ["false"]
+    assert "until" not in query
 
 
 def test_docker_is_known_by_its_id_and_named_docker(docker: DockerHost) -> None:
