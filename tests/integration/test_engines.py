@@ -22,6 +22,7 @@ pytestmark = pytest.mark.conformance
 MANAGED = {"janitor.managed": "true"}
 AGE = 1.5
 SWEEPS = 10
+AGED = {"max_runtime": "1s", "stopped_grace": "1s", "created_grace": "1s"}
 
 
 @pytest.fixture
@@ -56,13 +57,7 @@ def test_ten_sweeps_in_a_row_are_ok_and_nothing_is_gone_while_it_exists(
     protected = run_running(client, labels={**MANAGED, "janitor.protect": "true"})
     unmanaged = run_running(client)
     time.sleep(AGE)
-    env = janitor_env(
-        {"alpha": alpha.url},
-        redis_url=redis_url,
-        max_runtime="1s",
-        stopped_grace="1s",
-        created_grace="1s",
-    )
+    env = janitor_env({"alpha": alpha.url}, redis_url=redis_url, **AGED)
     outcomes: dict[str, list[tuple[str, str]]] = {}
     for _ in range(SWEEPS):
         run = sweep_json(env, "--task", "all")
