@@ -4,7 +4,10 @@ temp dir, as the tests' second kind of engine."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+
+import docker.errors
 
 from janitor.children import Child
 from sandbox.daemons import PrivateEngine
@@ -61,6 +64,16 @@ class PrivatePodman(PrivateEngine):
 
     def stop(self) -> None:
         self._stop_server()
+
+    def reset(self) -> None:
+        # A forced removal stops a running container with a 10 s grace on Podman, where
+        # dockerd kills it at once: the tests' SLEEP_FOREVER ignores SIGTERM.
+        self.thaw()
+        if self.is_running:
+            for container in self.api().containers(filters={"status": "running"}):
+                with contextlib.suppress(docker.errors.APIError):
+                    self.api().kill(container["Id"])
+        super().reset()
 
     def cleanup(self) -> None:
         """Remove every container through the CLI (the service is gone by then), then what

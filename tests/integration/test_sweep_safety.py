@@ -96,7 +96,8 @@ def test_container_started_after_the_decision_is_not_removed(alpha: Engine) -> N
         )
     (result,) = report.results
     assert result.outcome.value == "refused"
-    assert state(alpha, exited) in ("running", "exited")
+    # Podman says `stopped` for one whose process ended before its cleanup ran.
+    assert state(alpha, exited) in ("running", "exited", "stopped")
 
 
 def test_dry_run_changes_nothing_and_plans_everything(alpha: Engine) -> None:

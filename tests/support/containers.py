@@ -142,6 +142,12 @@ def state_or_gone(client: docker.DockerClient, container_id: str) -> str:
         return status(client, container_id)
     except docker.errors.NotFound:
         return "gone"
+    except docker.errors.APIError as error:
+        # Podman 4.3 answers an inspect racing the container's removal with a 500 "does not
+        # exist in database: no such container".
+        if "no such container" in str(error.explanation):
+            return "gone"
+        raise
 
 
 def state(host: Engine, container_id: str) -> str:
