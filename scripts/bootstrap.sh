@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the janitor and its tests need on a Debian machine, idempotently:
-# Debian packages (dockerd, redis-server, busybox-static for the test image, faketime),
-# uv, and the Python environment exactly as uv.lock pins it.
+# Installs what the janitor and its tests need on a Debian machine, idempotently: Debian
+# packages (dockerd, redis-server and redis-sentinel, busybox-static for the test image,
+# faketime), uv, and the Python environment exactly as uv.lock pins it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io redis-server busybox-static faketime)
+packages=(docker.io redis-server redis-sentinel busybox-static faketime)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -64,6 +64,8 @@ EXTENSION_VARS = {
     "JANITOR_PRESSURE_LOW",
     "JANITOR_PRESSURE_GRACE_FLOOR",
     "JANITOR_PROC_ROOT",
+    "JANITOR_REDIS_MASTER",
+    "JANITOR_RESULT_TTL",
 }
 # Long enough that no timeout under test trips the interval check.
 ROOMY_INTERVALS = {"JANITOR_KILL_INTERVAL": "30d", "JANITOR_REMOVE_INTERVAL": "30d"}
