@@ -44,4 +44,4 @@ USER 10001:10001
 
 # `celery -A janitor beat` and `... flower` are given as the compose command; the CLI
 # (`janitor check`, `janitor sweep --dry-run`) runs with `docker run --rm IMAGE janitor ...`.
-CMD ["celery", "-A", "janitor", "worker", "--loglevel=INFO"]
+CMD ["celery", "-A", "janitor", "worker", "--without-gossip", "--without-mingle", "--loglevel=INFO"]
