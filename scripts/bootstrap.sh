@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io redis-server redis-sentinel busybox-static faketime)
+# systemd for systemd-analyze, which checks the units in contrib/systemd/; redis-sentinel for
+# the Sentinel failover tests.
+packages=(docker.io redis-server redis-sentinel busybox-static faketime systemd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
