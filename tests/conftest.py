@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
+from janitor import failover
 from janitor.children import interrupt_on_signals
 from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
 from sandbox.image import ensure_test_image
@@ -37,6 +38,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # A CI job killed on timeout gets SIGTERM, which would skip teardown and atexit alike and
     # leave daemons running; as KeyboardInterrupt it unwinds through both.
     interrupt_on_signals()
+
+
+@pytest.fixture(autouse=True)
+def _forget_redis_masters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker process remembers the Redis master it saw; the tests share one pytest process
+    # and a session Redis that some of them restart, which a worker would rightly read as a
+    # new master (owner leases unknown for a while). Each test starts as a fresh process.
+    monkeypatch.setattr(failover, "_remembered", {})
 
 
 @pytest.fixture(scope="session")

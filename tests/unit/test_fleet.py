@@ -272,12 +272,6 @@ def test_beat_withholds_the_ticks_of_a_host_no_live_worker_serves(
 # -- owner leases after the master changed ---------------------------------------------------
 
 
-@pytest.fixture
-def fresh_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(failover, "_remembered", {})
-
-
-@pytest.mark.usefixtures("fresh_memory")
 def test_owner_leases_are_unknown_for_one_lease_ttl_after_the_master_changed(
     client: redis.Redis[bytes],
 ) -> None:
@@ -293,7 +287,6 @@ def test_owner_leases_are_unknown_for_one_lease_ttl_after_the_master_changed(
     failover.check_leases_readable(client, ttl)
 
 
-@pytest.mark.usefixtures("fresh_memory")
 def test_a_process_that_saw_another_master_does_not_trust_a_lost_record(
     client: redis.Redis[bytes],
 ) -> None:
@@ -303,7 +296,6 @@ def test_a_process_that_saw_another_master_does_not_trust_a_lost_record(
         failover.check_leases_readable(client, timedelta(seconds=30))
 
 
-@pytest.mark.usefixtures("fresh_memory")
 def test_after_a_failover_a_missing_lease_makes_no_ghost_until_one_lease_ttl_passed(
     client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
