@@ -23,7 +23,8 @@ import docker.tls
 
 from janitor.dockerhost.transport import PinnedAPIClient, fault, tune_unix_transport
 from janitor.errors import ContainerGoneError, DaemonError
-from janitor.model import Container, HostConfig, Selector, Summary
+from janitor.holders import references
+from janitor.model import Container, HostConfig, NamespaceUser, Selector, Summary
 from janitor.vocabulary import COMPOSE_PROJECT_LABEL
 
 T = TypeVar("T")
@@ -165,6 +166,29 @@ class DockerHost:
             auto_remove=bool(host_config.get("AutoRemove")),
             restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or ""),
         )
+
+    def list_namespace_users(self) -> list[NamespaceUser]:
+        """Every container on the host, whatever the selector, with the container whose network
+        it joins: the list call carries HostConfig.NetworkMode, inspect the other modes."""
+        api = self._client()
+        raw: list[dict[str, Any]] = self._guard("list", lambda: api.containers(all=True))
+        return [
+            NamespaceUser(
+                id=item["Id"],
+                name=(item.get("Names") or ["/"])[0].lstrip("/"),
+                state=item.get("State", ""),
+                references=references([(item.get("HostConfig") or {}).get("NetworkMode") or ""]),
+            )
+            for item in raw
+        ]
+
+    def namespace_references(self, container_id: str) -> tuple[str, ...]:
+        """The containers whose PID or IPC namespace it joins or whose volumes it mounts."""
+        api = self._client()
+        raw: dict[str, Any] = self._guard("inspect", lambda: api.inspect_container(container_id))
+        host_config = raw.get("HostConfig") or {}
+        modes = [host_config.get("PidMode") or "", host_config.get("IpcMode") or ""]
+        return references(modes, host_config.get("VolumesFrom") or ())
 
     def kill(self, container: Container, stop_timeout: timedelta) -> None:
         """Stop a ghost for good: SIGTERM, SIGKILL after stop_timeout, no resurrection."""

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from janitor.dockerhost import DaemonInfo
-from janitor.errors import ContainerGoneError
-from janitor.model import Container, Selector, State, Summary
+from janitor.errors import ActionFailedError, ContainerGoneError
+from janitor.model import Container, NamespaceUser, Selector, State, Summary
 from janitor.settings import Settings
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -61,6 +61,10 @@ class FakeHost:
         # container id -> called once, right before that container's second inspect
         self.meddlers: dict[str, Callable[[], None]] = {}
         self._inspected: set[str] = set()
+        # container id -> the containers it names (`container:` modes, --volumes-from)
+        self.joins: dict[str, tuple[str, ...]] = {}
+        # containers whose namespace settings inspect cannot read
+        self.unreadable: set[str] = set()
 
     def __enter__(self) -> FakeHost:
         return self
@@ -102,6 +106,18 @@ class FakeHost:
         if container_id not in self.containers:
             raise ContainerGoneError(f"No such container: {container_id}")
         return self.containers[container_id]
+
+    def list_namespace_users(self) -> list[NamespaceUser]:
+        self._call("list")
+        return [NamespaceUser(c.id, c.name, c.state, ()) for c in self.containers.values()]
+
+    def namespace_references(self, container_id: str) -> tuple[str, ...]:
+        self._call("inspect")
+        if container_id in self.unreadable:
+            raise ActionFailedError("inspect failed with 500 Internal Server Error")
+        if container_id not in self.containers:
+            raise ContainerGoneError(f"No such container: {container_id}")
+        return self.joins.get(container_id, ())
 
     def kill(self, current: Container, stop_timeout: timedelta) -> None:
         del stop_timeout
