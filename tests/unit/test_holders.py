@@ -16,6 +16,7 @@ from support.fakehost import MANAGED, NOW, FakeHost, container, emitted, setting
 
 from janitor import dependents, holders, policy, tick
 from janitor.model import Action, NamespaceUser, Reason, Rules, Selector, State, Task, Verb
+from janitor.project import ProjectHolder
 
 HOLDER = {**MANAGED, "janitor.holder": "true"}
 RULES = Rules(
@@ -274,3 +275,32 @@ def test_without_redis_an_orphaned_holder_is_never_killed(use_fake: list[FakeHos
     pause = container("pause", State.RUNNING, age=timedelta(days=1), labels=HOLDER)
     report, _ = sweep(use_fake, FakeHost([pause]), Task.KILL_GHOSTS)
     assert report.results == ()
+
+
+# -- the spawner's helper ---------------------------------------------------------------------
+
+
+def test_project_holder_gives_a_spawner_its_labels_and_run_arguments() -> None:
+    project = ProjectHolder("session-42", labels=MANAGED)
+    assert project.holder_run_kwargs() == {
+        "name": "session-42-holder",
+        "labels": {**MANAGED, "janitor.holder": "true"},
+        "ipc_mode": "shareable",
+    }
+    assert project.member_run_kwargs(FULL_A) == {
+        "labels": MANAGED,
+        "network_mode": "container:" + FULL_A,
+        "ipc_mode": "container:" + FULL_A,
+    }
+    assert project.member_cli_args(FULL_A) == [
+        "--label",
+        "janitor.managed=true",
+        "--network",
+        "container:" + FULL_A,
+        "--ipc",
+        "container:" + FULL_A,
+    ]
+    with pytest.raises(ValueError, match="not a full container id"):
+        project.member_run_kwargs("session-42-holder")
+    with pytest.raises(ValueError, match="cannot share"):
+        ProjectHolder("p", share=("uts",))
