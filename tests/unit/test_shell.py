@@ -309,6 +309,21 @@ def test_a_dead_container_of_unknown_age_goes_a_grace_after_it_was_first_seen(
     emitted(logs, "action_done", container_id=dead.id, reason="dead_past_grace")
 
 
+def test_a_ghost_sweep_leaves_the_dead_record_to_the_stopped_sweep(
+    use_fake: list[FakeHost], redis_url: str
+) -> None:
+    # Each record belongs to one task; a ghost sweep that rewrote it with the (no) dead
+    # containers it inspects would restart every dead container's grace each kill interval.
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    dead = dataclasses.replace(container("dead", State.DEAD), started_at=None, finished_at=None)
+    fake = FakeHost([dead])
+    run_tick(use_fake, fake, Task.REMOVE_STOPPED, client)
+    fake.now = NOW + timedelta(minutes=11)
+    run_tick(use_fake, fake, Task.KILL_GHOSTS, client)
+    later, _ = run_tick(use_fake, fake, Task.REMOVE_STOPPED, client)
+    assert as_report(later).counts == {"done": 1}
+
+
 def test_a_dead_container_of_unknown_age_is_kept_when_its_record_cannot_be_written(
     use_fake: list[FakeHost], redis_url: str
 ) -> None:
