@@ -7,19 +7,23 @@ process (they cannot change after creation). It decides nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from janitor.errors import ContainerError, ContainerGoneError
-from janitor.holders import Dependents, dependents
-from janitor.model import NamespaceUser
+from janitor.holders import NO_DEPENDENTS, Dependents, dependents
+from janitor.model import Container, NamespaceUser, State
 
 # Per host name, container id -> the references only inspect shows. Shared by every sweep of
 # the process; pruned to what the host's latest list shows.
 _SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {}
 _SETTINGS_LOCK = threading.Lock()
+# How many of the newest known containers a re-check tries to list from before listing all.
+_SINCE_TRIES = 5
 # What inspect said about one container's settings; None: they could not be read.
 _Answer = tuple[str, ...] | None | ContainerGoneError
 
@@ -27,44 +31,91 @@ _Answer = tuple[str, ...] | None | ContainerGoneError
 class NamespaceSource(Protocol):
     name: str
 
-    def list_namespace_users(self) -> list[NamespaceUser]: ...
+    def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]: ...
 
     def namespace_references(self, container_id: str) -> tuple[str, ...]: ...
 
+    def inspect(self, container_id: str) -> Container: ...
+
 
 class DependencyReader:
-    """Who depends on whom on one host; readings shared by the re-checks that can share one."""
+    """Who depends on whom on one host: a full reading for the decision, then readings for the
+    re-checks that list only what is new and are shared by the re-checks in flight."""
 
     def __init__(self, docker: NamespaceSource, *, concurrency: int) -> None:
         self.docker = docker
         self.concurrency = concurrency
         self._lock = threading.Lock()
-        self._latest: Dependents | None = None
-        self._latest_started = 0.0
+        # The latest reading, newest container first, and when its list call started.
+        self._users: list[NamespaceUser] = []
+        self._read_at: float | None = None
+        self._found = NO_DEPENDENTS
 
     def read(self) -> Dependents:
-        return self.fresh_since(time.monotonic())
+        """Every container on the host, listed now."""
+        with self._lock:
+            return self._reading(time.monotonic(), self.docker.list_namespace_users())
 
-    def fresh_since(self, instant: float) -> Dependents:
-        """A reading whose list call started at or after `instant` (time.monotonic()).
+    def current(self, holder_id: str, instant: float) -> Dependents:
+        """The holder's dependents as a full reading started at or after `instant` would show
+        them (time.monotonic()), states included.
 
-        Re-checks running side by side wait for one reading instead of each listing the host:
-        as strong as a list of their own, since it started after they did.
+        Only containers created since the latest reading can have become dependents (a
+        container's references are fixed at creation): they are listed `since` the newest
+        container that reading saw, a call that costs what is new. The holder's dependents
+        already known are inspected again for their state.
         """
         with self._lock:
-            if self._latest is None or self._latest_started < instant:
+            found = self._found
+            if self._read_at is None or self._read_at < instant:
                 started = time.monotonic()
-                self._latest, self._latest_started = self._read(), started
-            return self._latest
+                newer = self._created_since()
+                if newer is None:
+                    found = self._reading(started, self.docker.list_namespace_users())
+                else:
+                    fresh = {u.id for u in newer}
+                    kept = [u for u in self._users if u.id not in fresh]
+                    found = self._reading(started, newer, kept)
+        return Dependents({holder_id: self._as_now(found.of(holder_id))})
 
-    def _read(self) -> Dependents:
-        listed = self.docker.list_namespace_users()
+    def _reading(
+        self, started: float, listed: list[NamespaceUser], known: Sequence[NamespaceUser] = ()
+    ) -> Dependents:
+        self._users = self._with_settings(listed) + list(known)
+        self._found, self._read_at = dependents(self._users), started
+        return self._found
+
+    def _created_since(self) -> list[NamespaceUser] | None:
+        """The containers created after the newest one of the latest reading that still
+        exists; None when none of the few newest does (then the whole host is listed)."""
+        for newest in self._users[:_SINCE_TRIES]:
+            try:
+                return self.docker.list_namespace_users(since=newest.id)
+            except ContainerError:
+                continue  # removed since: dockerd cannot list from it
+        return None
+
+    def _as_now(self, users: tuple[NamespaceUser, ...]) -> tuple[NamespaceUser, ...]:
+        now: list[NamespaceUser] = []
+        for user in dict.fromkeys(users):
+            try:
+                state = self.docker.inspect(user.id).state
+            except ContainerGoneError:
+                continue
+            except ContainerError:
+                state = State.RUNNING  # unknown: as if it ran
+            now.append(dataclasses.replace(user, state=state))
+        return tuple(now)
+
+    def _with_settings(self, listed: list[NamespaceUser]) -> list[NamespaceUser]:
+        """The listed containers with the references only inspect shows (those removed
+        since the list left out)."""
         settings, gone = self._settings([u.id for u in listed])
-        return dependents(
+        return [
             NamespaceUser(u.id, u.name, u.state, _combined(u.references, settings[u.id]))
             for u in listed
             if u.id not in gone
-        )
+        ]
 
     def _settings(self, ids: list[str]) -> tuple[dict[str, tuple[str, ...] | None], set[str]]:
         """Each listed container's inspect-only references, and the ones removed since."""

@@ -101,10 +101,12 @@ class ContainerKind:
                 facts, dead_leases=self._look_up_dead(policy.lease_keys([current]))
             )
         why = policy.still_warranted(action, current, self.task, self.rules, now, facts=facts)
-        if why is None and holders.is_held(action, self.dependencies.fresh_since(asked_at)):
+        if why is not None:
+            return why
+        if holders.is_held(action, self.dependencies.current(action.container_id, asked_at)):
             # A member joined, or one started again, since the decision.
             return Detail.HOLDER_IN_USE
-        return why
+        return None
 
     def act(self, action: Action, current: Container) -> None:
         if action.verb is Verb.KILL:

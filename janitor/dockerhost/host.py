@@ -167,11 +167,18 @@ class DockerHost:
             restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or ""),
         )
 
-    def list_namespace_users(self) -> list[NamespaceUser]:
-        """Every container on the host, whatever the selector, with the container whose network
-        it joins: the list call carries HostConfig.NetworkMode, inspect the other modes."""
+    def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]:
+        """Every container on the host, whatever the selector, newest first, with the container
+        whose network it joins: the list call carries HostConfig.NetworkMode, inspect the
+        other modes. With `since` (a container id), only those created after it: dockerd
+        stops listing there, so the call costs what is new; a ContainerError when that
+        container is gone (dockerd answers 500 "no such container")."""
         api = self._client()
-        raw: list[dict[str, Any]] = self._guard("list", lambda: api.containers(all=True))
+        filters = {} if since is None else {"since": since}
+        operation = "list" if since is None else "list-since"
+        raw: list[dict[str, Any]] = self._guard(
+            operation, lambda: api.containers(all=True, filters=filters)
+        )
         return [
             NamespaceUser(
                 id=item["Id"],

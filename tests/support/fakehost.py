@@ -107,9 +107,15 @@ class FakeHost:
             raise ContainerGoneError(f"No such container: {container_id}")
         return self.containers[container_id]
 
-    def list_namespace_users(self) -> list[NamespaceUser]:
+    def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]:
+        """Newest first, as dockerd lists; `since` lists those created after that one."""
         self._call("list")
-        return [NamespaceUser(c.id, c.name, c.state, ()) for c in self.containers.values()]
+        newest_first = list(reversed(self.containers.values()))
+        if since is not None:
+            if since not in self.containers:
+                raise ActionFailedError(f"list failed with 500: no such container {since}")
+            newest_first = newest_first[: [c.id for c in newest_first].index(since)]
+        return [NamespaceUser(c.id, c.name, c.state, ()) for c in newest_first]
 
     def namespace_references(self, container_id: str) -> tuple[str, ...]:
         self._call("inspect")

@@ -240,6 +240,41 @@ def test_a_member_joining_between_decision_and_act_is_refused(use_fake: list[Fak
     assert fake.calls["stop"] == 0
 
 
+def test_a_member_started_again_before_the_kill_is_seen_by_the_re_check(
+    use_fake: list[FakeHost],
+) -> None:
+    ghost = container("ghost", State.RUNNING)
+    member = container("member", State.EXITED, labels={})
+    fake = FakeHost([ghost, member])
+    fake.joins[member.id] = (ghost.id,)
+
+    def start_member() -> None:
+        fake.containers[member.id] = dataclasses.replace(member, state=State.RUNNING)
+
+    fake.meddlers[ghost.id] = start_member
+    report, _ = sweep(use_fake, fake, Task.KILL_GHOSTS)
+    assert [r.detail for r in report.results] == ["holder_in_use"]
+
+
+def test_a_re_check_lists_everything_when_the_newest_known_containers_are_gone(
+    use_fake: list[FakeHost],
+) -> None:
+    ghost = container("ghost", State.RUNNING)
+    churn = [container(f"churn{i}", State.EXITED, labels={}) for i in range(6)]
+    fake = FakeHost([ghost, *churn])
+    member = container("late", State.RUNNING, age=timedelta(0), labels={})
+
+    def churn_and_join() -> None:
+        for gone in churn:
+            del fake.containers[gone.id]
+        fake.containers[member.id] = member
+        fake.joins[member.id] = (ghost.id,)
+
+    fake.meddlers[ghost.id] = churn_and_join
+    report, _ = sweep(use_fake, fake, Task.KILL_GHOSTS)
+    assert [r.detail for r in report.results] == ["holder_in_use"]
+
+
 def test_unreadable_settings_hold_every_container(use_fake: list[FakeHost]) -> None:
     exited = container("old")
     stranger = container("stranger", State.EXITED, labels={})
