@@ -6,9 +6,7 @@ the selector."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -204,12 +202,6 @@ def test_a_member_joining_between_the_decision_and_the_act_is_refused(
     assert [(r.outcome.value, r.detail) for r in report.results] == [("refused", "holder_in_use")]
     assert joined
     assert state(alpha, target) == ("running" if task is Task.KILL_GHOSTS else "exited")
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path) as processes:
-        yield processes
 
 
 def test_the_service_neither_kills_nor_removes_a_holder_with_a_running_member(
