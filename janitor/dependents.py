@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -18,7 +18,7 @@ from janitor.errors import ContainerError, ContainerGoneError
 from janitor.holders import NO_DEPENDENTS, Dependents, dependents
 from janitor.model import Container, NamespaceUser, State
 
-# Per host name, container id -> the references only inspect shows. Shared by every sweep of
+# Per host name, container id -> the references its inspect shows. Shared by every sweep of
 # the process; pruned to what the host's latest list shows.
 _SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {}
 _SETTINGS_LOCK = threading.Lock()
@@ -51,8 +51,12 @@ class DependencyReader:
         self._read_at: float | None = None
         self._found = NO_DEPENDENTS
 
-    def read(self) -> Dependents:
-        """Every container on the host, listed now."""
+    def read(self, inspected: Iterable[Container] = ()) -> Dependents:
+        """Every container on the host, listed now; the settings of those just `inspected`
+        are taken from that inspect rather than asked for again."""
+        with _SETTINGS_LOCK:
+            cached = _SETTINGS.setdefault(self.docker.name, {})
+            cached.update({c.id: c.namespace_references for c in inspected})
         with self._lock:
             return self._reading(time.monotonic(), self.docker.list_namespace_users())
 

@@ -74,7 +74,7 @@ class ContainerKind:
     def decide(self, snapshots: Sequence[Container], now: datetime) -> list[Action]:
         """The policy's actions, less the holders its dependents hold (read from every
         container on the host, only when there is a candidate to hold)."""
-        found = self.dependencies.read() if snapshots else holders.NO_DEPENDENTS
+        found = self.dependencies.read(snapshots) if snapshots else holders.NO_DEPENDENTS
         # Each record belongs to one task: a sweep refreshes it, and forgets what it lacks.
         if self.task is Task.KILL_GHOSTS:
             orphaned = holders.orphaned_holders(snapshots, self.rules, found)

@@ -129,6 +129,8 @@ class Container:
     finished_at: datetime | None
     auto_remove: bool = False
     restart_policy: str = ""
+    # The containers whose namespaces it joins or volumes it mounts, as written.
+    namespace_references: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

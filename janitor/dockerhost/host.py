@@ -165,6 +165,7 @@ class DockerHost:
             finished_at=parse_instant(state.get("FinishedAt")),
             auto_remove=bool(host_config.get("AutoRemove")),
             restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or ""),
+            namespace_references=_namespace_references(host_config),
         )
 
     def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]:
@@ -190,12 +191,10 @@ class DockerHost:
         ]
 
     def namespace_references(self, container_id: str) -> tuple[str, ...]:
-        """The containers whose PID or IPC namespace it joins or whose volumes it mounts."""
+        """The containers whose namespaces it joins or whose volumes it mounts."""
         api = self._client()
         raw: dict[str, Any] = self._guard("inspect", lambda: api.inspect_container(container_id))
-        host_config = raw.get("HostConfig") or {}
-        modes = [host_config.get("PidMode") or "", host_config.get("IpcMode") or ""]
-        return references(modes, host_config.get("VolumesFrom") or ())
+        return _namespace_references(raw.get("HostConfig") or {})
 
     def kill(self, container: Container, stop_timeout: timedelta) -> None:
         """Stop a ghost for good: SIGTERM, SIGKILL after stop_timeout, no resurrection."""
@@ -257,6 +256,11 @@ class DockerHost:
             if project := labels.get(COMPOSE_PROJECT_LABEL):
                 projects.add(project)
         return frozenset(projects)
+
+
+def _namespace_references(host_config: dict[str, Any]) -> tuple[str, ...]:
+    modes = [str(host_config.get(mode) or "") for mode in ("NetworkMode", "PidMode", "IpcMode")]
+    return references(modes, host_config.get("VolumesFrom") or ())
 
 
 def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozenset[str]:

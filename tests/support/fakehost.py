@@ -105,7 +105,8 @@ class FakeHost:
         self._call("inspect")
         if container_id not in self.containers:
             raise ContainerGoneError(f"No such container: {container_id}")
-        return self.containers[container_id]
+        joins = self.joins.get(container_id, ())
+        return dataclasses.replace(self.containers[container_id], namespace_references=joins)
 
     def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]:
         """Newest first, as dockerd lists; `since` lists those created after that one."""
