@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -26,9 +27,14 @@ from janitor.vocabulary import Detail
 
 # Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
 DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
-# Given a record's name, item ids and the daemon's now: when each was first seen
-# (janitor.firstseen.first_seen, bound to a Redis client, a host and a TTL).
-FirstSeenLookup = Callable[[str, frozenset[str], datetime], dict[str, datetime]]
+
+
+class FirstSeenLookup(Protocol):
+    """janitor.firstseen.first_seen, bound to a Redis client, a host and a TTL."""
+
+    def __call__(
+        self, kind: str, item_ids: frozenset[str], now: datetime, *, record: bool
+    ) -> dict[str, datetime]: ...
 
 
 class ContainerKind:
@@ -123,16 +129,18 @@ class ContainerKind:
     def _first_seen(
         self, record: str, item_ids: frozenset[str], now: datetime
     ) -> dict[str, datetime] | None:
-        """When each item was first seen so, from Redis; None without a record to read."""
+        """When each item was first seen so, from Redis; None without Redis to ask."""
         if self.first_seen is None:
             return None
         try:
-            return self.first_seen(record, item_ids, now)
+            # A dry run reads the record and leaves it as it was.
+            return self.first_seen(record, item_ids, now, record=not self.options.dry_run)
         except REDIS_ERRORS as exc:
+            # Unknown is not old: a record that cannot be read makes every one "seen now".
             self.log.warning(
                 "first_seen_unrecorded", record=record, why=str(exc), containers=len(item_ids)
             )
-            return None
+            return {}
 
     def _look_up_dead(self, keys: frozenset[str]) -> frozenset[str]:
         if not keys:
@@ -155,10 +163,15 @@ def sweep_containers(
     lease: Lease,
     now: datetime,
     *,
+    header: ReportHeader | None = None,
     dead_leases: DeadLeaseLookup | None = None,
     first_seen: FirstSeenLookup | None = None,
 ) -> SweepReport:
-    """One container sweep of a host whose daemon clock reads `now`, by the shared engine."""
+    """One container sweep of a host whose daemon clock reads `now`, by the shared engine.
+
+    `header` is the tick's, when a tick runs it, so the report times the whole tick.
+    """
     kind = ContainerKind(docker, rules, options, dead_leases=dead_leases, first_seen=first_seen)
-    header = ReportHeader(options.task, docker.name, options.dry_run)
+    if header is None:
+        header = ReportHeader(options.task, docker.name, options.dry_run)
     return run_engine(kind, header, options, lease, now)

@@ -18,7 +18,7 @@ import structlog
 from janitor import firstseen
 from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
-from janitor.errors import HostError, LeaseHeldError
+from janitor.errors import ContainerError, HostError, LeaseHeldError
 from janitor.kinds import DeadLeaseLookup, FirstSeenLookup, sweep_containers
 from janitor.locks import Lease, NoLease, RedisLease, check_daemon_identity
 from janitor.model import (
@@ -101,8 +101,10 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
     except LeaseHeldError as exc:
         tick.log.info("sweep_skipped", why=str(exc))
         return SweepNotRun(tick.task, tick.host.name, Status.SKIPPED, why=str(exc))
-    except HostError as exc:
-        # Redis trouble here is RedisUnavailableError, a HostError: failed, never skipped.
+    except (HostError, ContainerError) as exc:
+        # Redis trouble here is RedisUnavailableError, a HostError: failed, never skipped. A
+        # ContainerError comes from inspecting the janitor's own container: without its
+        # compose project the janitor cannot tell its own containers, so it sweeps nothing.
         return _finished(tick, header.report(Status.FAILED, None, error=str(exc)))
     try:
         report = sweep_containers(
@@ -111,6 +113,7 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
             options,
             lease,
             info.now,
+            header=header,
             dead_leases=_lease_lookup(tick),
             first_seen=_first_seen_lookup(tick),
         )
