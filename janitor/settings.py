@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         description="how long a `janitor.lease` container may run before a missing lease "
         "counts as expired",
     )
+    holder_grace: Duration = Field(
+        timedelta(seconds=60),
+        description="how long a `janitor.holder=true` container may have no running dependent "
+        "before it is killed",
+    )
     keep_last: int = Field(
         0, ge=0, description="stopped containers kept per `janitor.group` for debugging; 0: none"
     )
@@ -314,6 +319,7 @@ class Settings(BaseSettings):
             own_container_ids=own_container_ids,
             own_compose_projects=own_compose_projects,
             lease_grace=self.lease_grace,
+            holder_grace=self.holder_grace,
             keep_last=self.keep_last,
             max_stopped=self.max_stopped,
         )

@@ -171,9 +171,13 @@ def _first_seen_lookup(tick: Tick) -> FirstSeenLookup | None:
     if tick.redis is None:
         return None
     settings = tick.settings
-    # Refreshed by every sweep that sees the item; it only has to outlive the longest grace
-    # plus a few missed ticks, after which an item nobody looked at starts again from "now".
-    ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
+    # Refreshed by every sweep of its task that sees the item; it only has to outlive the
+    # longest grace plus a few missed ticks, after which an item nobody looked at starts
+    # again from "now": dead containers for the stopped task, orphaned holders for ghosts.
+    if tick.task is Task.KILL_GHOSTS:
+        ttl = settings.holder_grace + 3 * settings.kill_interval
+    else:
+        ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
     return functools.partial(firstseen.first_seen, tick.redis, tick.host.name, ttl=ttl)
 
 
@@ -187,6 +191,7 @@ def _finished(tick: Tick, report: SweepReport) -> SweepReport:
         scanned=report.scanned,
         counts=report.counts,
         duration_s=round(report.duration_s, 3),
+        held=report.held,
         api_calls=sum(tick.docker.calls.values()),
     )
     return report

@@ -17,6 +17,8 @@ STOPPED_GRACE_LABEL = "janitor.stopped-grace"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 LEASE_LABEL = "janitor.lease"
 GROUP_LABEL = "janitor.group"
+# A project's namespace holder ("pause" container): no runtime budget, reaped once orphaned.
+HOLDER_LABEL = "janitor.holder"
 
 DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
 
@@ -36,6 +38,7 @@ class Detail(StrEnum):
     RESTARTED_SINCE_DECISION = "restarted_since_decision"
     RAN_SINCE_DECISION = "ran_since_decision"
     NO_LONGER_ELIGIBLE = "no_longer_eligible"
+    HOLDER_IN_USE = "holder_in_use"
 
 
 DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"
