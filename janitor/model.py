@@ -53,6 +53,7 @@ class Reason(StrEnum):
     OWNER_LEASE_EXPIRED = "owner_lease_expired"
     OVER_MAX_STOPPED = "over_max_stopped"
     DEAD_PAST_GRACE = "dead_past_grace"
+    HOLDER_ORPHANED = "holder_orphaned"
     BAD_LABEL = "bad_label"
 
 
@@ -128,6 +129,20 @@ class Container:
     finished_at: datetime | None
     auto_remove: bool = False
     restart_policy: str = ""
+    # The containers whose namespaces it joins or volumes it mounts, as written.
+    namespace_references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceUser:
+    """A container as a possible dependent: whose namespaces it joins or volumes it mounts."""
+
+    id: str
+    name: str
+    state: State | str
+    # The containers it names (`container:<ref>` modes, --volumes-from), as written: a full
+    # id, a short-id prefix or a name. None: its settings could not be read.
+    references: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,8 @@ class Rules:
     keep_last: int = 0
     # Cap on the host's stopped containers in scope, the oldest removed first; 0 is no cap.
     max_stopped: int = 0
+    # A janitor.holder=true container is killed once it has had no running dependent this long.
+    holder_grace: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +180,9 @@ class HostFacts:
     # Dead containers of unknown age (zero FinishedAt): when the janitor first saw each dead,
     # from the shared record in Redis. None: no record could be read (no Redis).
     first_seen_dead: Mapping[str, datetime] | None = None
+    # Running janitor.holder=true containers without a running dependent: since when the
+    # janitor first saw each so (Redis). None: no record could be read, so none is orphaned.
+    orphaned_since: Mapping[str, datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +230,8 @@ class SweepReport:
     error: str = ""
     # Containers under the selector by state, for the metrics; not part of the JSON report.
     census: Mapping[str, int] = field(default_factory=dict)
+    # Holders spared for their dependents: not actions, so counted on the sweep_finished line.
+    held: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -218,7 +240,9 @@ class SweepReport:
             counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
         return counts
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, *, max_done: int | None = None) -> dict[str, object]:
+        """The contract's report; with `max_done`, `done` actions beyond that many are left
+        out (every other action stays, with its detail) and counted in `actions_omitted`."""
         # Status and counts before the actions: a truncated view (Flower's result column)
         # shows the outcome first.
         report: dict[str, object] = {
@@ -233,7 +257,14 @@ class SweepReport:
         }
         if self.error:
             report["error"] = self.error
-        report["actions"] = [result.to_dict() for result in self.results]
+        kept = list(self.results)
+        if max_done is not None:
+            done = [r for r in self.results if r.outcome is Outcome.DONE]
+            dropped = {id(r) for r in done[max_done:]}
+            kept = [r for r in self.results if id(r) not in dropped]
+            if dropped:
+                report["actions_omitted"] = len(dropped)
+        report["actions"] = [result.to_dict() for result in kept]
         return report
 
 

@@ -20,14 +20,24 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from janitor.config_syntax import is_loopback, parse_hosts, parse_selector, redact_url
+from janitor.config_syntax import (
+    is_loopback,
+    is_sentinel_url,
+    parse_hosts,
+    parse_selector,
+    parse_sentinel_url,
+    redact_url,
+)
 from janitor.errors import ConfigError
 from janitor.model import HostConfig, Rules, Selector, TLSConfig
 from janitor.vocabulary import format_duration, parse_duration
 
 ENV_PREFIX = "JANITOR_"
 
-REDIS_FORMS = "must be redis://[:password@]host:port/db, rediss://... or unix:///path"
+REDIS_FORMS = (
+    "must be redis://[:password@]host:port/db, rediss://..., unix:///path or "
+    "sentinel://[:password@]host:port[,host:port...]/db (with JANITOR_REDIS_MASTER)"
+)
 BOOL_FORMS = "true/false, 1/0, yes/no or on/off"
 
 
@@ -63,7 +73,15 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Celery broker, result backend and locks",
+        description="Celery broker, result backend and locks; `sentinel://host:port[,...]/db` "
+        "asks Redis Sentinels for the master named by JANITOR_REDIS_MASTER",
+    )
+    redis_master: str = Field(
+        "", description="the master's name in Sentinel; required with a `sentinel://` URL"
+    )
+    result_ttl: Duration = Field(
+        timedelta(days=1),
+        description="how long Redis keeps each task's result, and each host's last report",
     )
     selector: Annotated[Selector, NoDecode] = Field(
         default=Selector("janitor.managed", "true"),
@@ -109,6 +127,11 @@ class Settings(BaseSettings):
         timedelta(seconds=60),
         description="how long a `janitor.lease` container may run before a missing lease "
         "counts as expired",
+    )
+    holder_grace: Duration = Field(
+        timedelta(seconds=60),
+        description="how long a `janitor.holder=true` container may have no running dependent "
+        "before it is killed",
     )
     keep_last: int = Field(
         0, ge=0, description="stopped containers kept per `janitor.group` for debugging; 0: none"
@@ -168,6 +191,12 @@ class Settings(BaseSettings):
     @classmethod
     def _redis(cls, value: str) -> str:
         # urlsplit's own messages may quote part of the password; never pass them on.
+        if is_sentinel_url(value):
+            try:
+                parse_sentinel_url(value)
+            except ValueError:
+                raise ValueError(REDIS_FORMS) from None
+            return value
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -183,6 +212,13 @@ class Settings(BaseSettings):
         ):
             # A path other than /db is most often a password with an unencoded '/'.
             raise ValueError(REDIS_FORMS)
+        return value
+
+    @field_validator("result_ttl")
+    @classmethod
+    def _at_least_a_minute(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("must be at least 1m")
         return value
 
     @field_validator("kill_interval", "remove_interval", "docker_timeout")
@@ -202,6 +238,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         self._check_tls()
+        if is_sentinel_url(self.redis_url) and not self.redis_master:
+            raise ValueError(
+                "JANITOR_REDIS_URL names Sentinels: set JANITOR_REDIS_MASTER to the master's name"
+            )
         if self.pressure_high and self.pressure_low >= self.pressure_high:
             raise ValueError(
                 f"JANITOR_PRESSURE_LOW={self.pressure_low} must be below "
@@ -279,6 +319,7 @@ class Settings(BaseSettings):
             own_container_ids=own_container_ids,
             own_compose_projects=own_compose_projects,
             lease_grace=self.lease_grace,
+            holder_grace=self.holder_grace,
             keep_last=self.keep_last,
             max_stopped=self.max_stopped,
         )

@@ -15,7 +15,7 @@ from datetime import timedelta
 import redis
 import structlog
 
-from janitor import firstseen
+from janitor import failover, firstseen
 from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
 from janitor.errors import ContainerError, HostError, LeaseHeldError
@@ -154,18 +154,30 @@ def _take_lease(tick: Tick) -> Lease:
 
 
 def _lease_lookup(tick: Tick) -> DeadLeaseLookup | None:
-    if tick.redis is None:
+    client = tick.redis
+    if client is None:
         return None
-    return functools.partial(owner_leases.dead_leases, tick.redis)
+    lease_ttl = tick.settings.lease_grace
+
+    def dead_leases(lease_keys: frozenset[str]) -> frozenset[str]:
+        # Right after a failover a lease renewed on the old master may be missing here.
+        failover.check_leases_readable(client, lease_ttl)
+        return owner_leases.dead_leases(client, lease_keys)
+
+    return dead_leases
 
 
 def _first_seen_lookup(tick: Tick) -> FirstSeenLookup | None:
     if tick.redis is None:
         return None
     settings = tick.settings
-    # Refreshed by every sweep that sees the item; it only has to outlive the longest grace
-    # plus a few missed ticks, after which an item nobody looked at starts again from "now".
-    ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
+    # Refreshed by every sweep of its task that sees the item; it only has to outlive the
+    # longest grace plus a few missed ticks, after which an item nobody looked at starts
+    # again from "now": dead containers for the stopped task, orphaned holders for ghosts.
+    if tick.task is Task.KILL_GHOSTS:
+        ttl = settings.holder_grace + 3 * settings.kill_interval
+    else:
+        ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
     return functools.partial(firstseen.first_seen, tick.redis, tick.host.name, ttl=ttl)
 
 
@@ -179,6 +191,7 @@ def _finished(tick: Tick, report: SweepReport) -> SweepReport:
         scanned=report.scanned,
         counts=report.counts,
         duration_s=round(report.duration_s, 3),
+        held=report.held,
         api_calls=sum(tick.docker.calls.values()),
     )
     return report

@@ -17,6 +17,8 @@ STOPPED_GRACE_LABEL = "janitor.stopped-grace"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 LEASE_LABEL = "janitor.lease"
 GROUP_LABEL = "janitor.group"
+# A project's namespace holder ("pause" container): no runtime budget, reaped once orphaned.
+HOLDER_LABEL = "janitor.holder"
 
 DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
 
@@ -36,6 +38,7 @@ class Detail(StrEnum):
     RESTARTED_SINCE_DECISION = "restarted_since_decision"
     RAN_SINCE_DECISION = "ran_since_decision"
     NO_LONGER_ELIGIBLE = "no_longer_eligible"
+    HOLDER_IN_USE = "holder_in_use"
     # A kill that was done on an engine that cannot clear a restart policy (Podman < 5.1).
     RESTART_POLICY_KEPT = "restart_policy_kept"
     # A 404 from an action, while a fresh inspect still finds the container: never `gone`.

@@ -176,13 +176,20 @@ class PrivateDaemon(PrivateEngine):
         name: str,
         *,
         extra_args: Sequence[str] = (),
+        netns: str | None = None,
         binaries: EngineBinaries | None = None,
     ) -> None:
         """`extra_args` go to dockerd as they are, e.g. a TLS-verified tcp listener;
-        `binaries` default to the selected engine's dockerd (sandbox.engines)."""
+        `binaries` default to the selected engine's dockerd (sandbox.engines).
+
+        With `netns` (a namespace under /run/netns that the caller made) dockerd runs inside
+        that network namespace with its default bridge, so containers get real interfaces
+        there and never on the machine's own network; without it there is no bridge at all.
+        """
         self._binaries = binaries or docker_binaries()
         super().__init__(name)
         self._extra_args = tuple(extra_args)
+        self._netns = netns
         self.log_path = self.dir / "dockerd.log"
         self._exec_root = self.dir / "x"
         self._pidfile = self.dir / "dockerd.pid"
@@ -197,14 +204,17 @@ class PrivateDaemon(PrivateEngine):
         # two hosts look like one. 20.10 takes the key path only from the config file.
         config = self.dir / "daemon.json"
         config.write_text(json.dumps({"deprecated-key-path": str(self.dir / "key.json")}))
+        inside = [] if self._netns is None else ["nsenter", f"--net=/run/netns/{self._netns}", "--"]
+        bridge = ["--bridge=none"] if self._netns is None else []
         command = [
+            *inside,
             self._binaries.server,
             f"--data-root={self.dir / 'data'}",
             f"--exec-root={self._exec_root}",
             f"--pidfile={self._pidfile}",
             f"--host={self.url}",
             f"--config-file={config}",
-            "--bridge=none",
+            *bridge,
             "--iptables=false",
             "--ip6tables=false",
             *self._extra_args,

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the janitor and its tests need on a Debian machine, idempotently:
-# Debian packages (dockerd, redis-server, busybox-static for the test image, faketime, podman
-# for the engine matrix, patchelf for Debian 13's podman), uv, and the Python environment
-# exactly as uv.lock pins it. Engines Debian 12 does not ship: scripts/fetch-engines.sh.
+# Installs what the janitor and its tests need on a Debian machine, idempotently: Debian
+# packages (dockerd, redis-server and redis-sentinel, busybox-static for the test image,
+# faketime, podman for the engine matrix, patchelf for Debian 13's podman), uv, and the Python
+# environment exactly as uv.lock pins it. Engines Debian 12 does not ship: scripts/fetch-engines.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# systemd for systemd-analyze, which checks the units in contrib/systemd/.
-packages=(docker.io redis-server busybox-static faketime systemd podman patchelf)
+# systemd for systemd-analyze, which checks the units in contrib/systemd/; redis-sentinel for
+# the Sentinel failover tests.
+packages=(docker.io redis-server redis-sentinel busybox-static faketime systemd podman patchelf)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -29,10 +29,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 
 import pytest
 
+from janitor import failover
 from janitor.children import interrupt_on_signals
+from sandbox.celery_processes import Processes
 from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon, PrivateEngine
 from sandbox.engines import binaries, selected_engine
 from sandbox.image import ensure_test_image
@@ -46,6 +49,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # A CI job killed on timeout gets SIGTERM, which would skip teardown and atexit alike and
     # leave daemons running; as KeyboardInterrupt it unwinds through both.
     interrupt_on_signals()
+
+
+@pytest.fixture(autouse=True)
+def _forget_redis_masters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker process remembers the Redis master it saw; the tests share one pytest process
+    # and a session Redis that some of them restart, which a worker would rightly read as a
+    # new master (owner leases unknown for a while). Each test starts as a fresh process.
+    monkeypatch.setattr(failover, "_remembered", {})
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +98,13 @@ def redis_url(redis_server: RedisHost) -> Iterator[str]:
     redis_server.flush()
     yield redis_server.url
     _revive(redis_server)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Celery worker and beat processes for one test, stopped at its end."""
+    with Processes(tmp_path) as processes:
+        yield processes
 
 
 def _fresh(host: Engine) -> Iterator[Engine]:

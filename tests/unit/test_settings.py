@@ -52,6 +52,8 @@ CONTRACT_VARS = {
     "JANITOR_LOG_FORMAT",
     "JANITOR_LOG_LEVEL",
     "JANITOR_METRICS_PORT",
+    # The second round's namespace holders.
+    "JANITOR_HOLDER_GRACE",
 }
 # Issue 6's pacing, pressure, owner leases and retention, beyond the contract's table.
 EXTENSION_VARS = {
@@ -64,6 +66,8 @@ EXTENSION_VARS = {
     "JANITOR_PRESSURE_LOW",
     "JANITOR_PRESSURE_GRACE_FLOOR",
     "JANITOR_PROC_ROOT",
+    "JANITOR_REDIS_MASTER",
+    "JANITOR_RESULT_TTL",
 }
 # Long enough that no timeout under test trips the interval check.
 ROOMY_INTERVALS = {"JANITOR_KILL_INTERVAL": "30d", "JANITOR_REMOVE_INTERVAL": "30d"}

@@ -24,10 +24,10 @@ from support.fakedaemon import (
     INFO,
     INSPECT,
     LIST,
+    PING,
     REMOVE,
     STOP,
     UPDATE,
-    VERSION,
     FakeDaemon,
     Reply,
     error_reply,
@@ -43,7 +43,8 @@ from janitor.tick import sweep_host
 BOOM = "driver failed: device or resource busy"
 FAILURES = {"500": error_reply(500, BOOM), "timeout": HANG}
 # Each host-level call, by the operation name the adapter's errors give it.
-HOST_CALLS = {VERSION: "version", INFO: "info", LIST: "list"}
+# The client's first call asks /_ping for the API version (janitor.dockerhost.transport).
+HOST_CALLS = {PING: "version", INFO: "info", LIST: "list"}
 CONTAINER_CALLS = [INSPECT, UPDATE, STOP, REMOVE]
 
 
