@@ -20,13 +20,22 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from janitor.config_syntax import is_loopback, parse_hosts, parse_selector, redact_url
+from janitor.config_syntax import (
+    check_pruning,
+    is_loopback,
+    parse_disk_budget,
+    parse_hosts,
+    parse_selector,
+    redact_url,
+)
 from janitor.errors import ConfigError
-from janitor.model import HostConfig, Rules, Selector, TLSConfig
+from janitor.model import DiskBudget, HostConfig, Rules, Selector, TLSConfig
 from janitor.vocabulary import format_duration, parse_duration
 
 ENV_PREFIX = "JANITOR_"
 
+# The lease and time limits of a prune run on request while JANITOR_PRUNE_INTERVAL is 0.
+PRUNE_ON_REQUEST_INTERVAL = timedelta(hours=1)
 REDIS_FORMS = "must be redis://[:password@]host:port/db, rediss://... or unix:///path"
 BOOL_FORMS = "true/false, 1/0, yes/no or on/off"
 
@@ -143,6 +152,29 @@ class Settings(BaseSettings):
     proc_root: Path = Field(
         Path("/proc"), description="where pressure is read for unix-socket hosts"
     )
+    prune_interval: Duration = Field(
+        timedelta(0),
+        description="beat interval of the unused images, volumes and networks prune; 0 turns "
+        "it off",
+    )
+    unused_grace: Duration = Field(
+        timedelta(hours=1),
+        description="how long an in-scope image, volume or network is kept unused",
+    )
+    image_disk_budget: Annotated[DiskBudget | None, NoDecode] = Field(
+        None,
+        description="the in-scope images' size above which unused ones go, least recently "
+        "used first: `500MiB`, `50GB` or `80%` of the Docker root filesystem",
+    )
+    image_min_age: Duration = Field(
+        timedelta(minutes=10),
+        description="the disk budget never removes an image unused for less than this",
+    )
+    docker_root: Path | None = Field(
+        None,
+        description="where this worker sees the Docker root filesystem; unset: the daemon's "
+        "DockerRootDir, for unix-socket hosts",
+    )
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -153,6 +185,11 @@ class Settings(BaseSettings):
     @classmethod
     def _selector(cls, value: object) -> object:
         return parse_selector(value)
+
+    @field_validator("image_disk_budget", mode="before")
+    @classmethod
+    def _disk_budget(cls, value: object) -> object:
+        return parse_disk_budget(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -192,7 +229,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1s")
         return value
 
-    @field_validator("max_runtime", "stopped_grace", "created_grace")
+    @field_validator("max_runtime", "stopped_grace", "created_grace", "unused_grace")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -207,10 +244,19 @@ class Settings(BaseSettings):
                 f"JANITOR_PRESSURE_LOW={self.pressure_low} must be below "
                 f"JANITOR_PRESSURE_HIGH={self.pressure_high}"
             )
-        for task_interval, name, worst_call in (
+        check_pruning(
+            self.prune_interval,
+            self.image_disk_budget,
+            self.docker_root,
+            [h.name for h in self.hosts if h.is_tcp],
+        )
+        intervals = [
             (self.kill_interval, "kill_interval", self.docker_timeout + self.stop_timeout),
             (self.remove_interval, "remove_interval", self.docker_timeout),
-        ):
+        ]
+        if self.prunes:
+            intervals.append((self.prune_interval, "prune_interval", self.docker_timeout))
+        for task_interval, name, worst_call in intervals:
             if worst_call >= soft_limit(task_interval):
                 raise ValueError(
                     f"{_var(name)}={format_duration(task_interval)} leaves a soft time limit "
@@ -284,7 +330,15 @@ class Settings(BaseSettings):
         )
 
     def interval(self, task_name: str) -> timedelta:
+        """The task's beat interval; a prune that is off but run on request gets an hour."""
+        if task_name == "prune-unused":
+            return self.prune_interval or PRUNE_ON_REQUEST_INTERVAL
         return self.kill_interval if task_name == "kill-ghosts" else self.remove_interval
+
+    @property
+    def prunes(self) -> bool:
+        """Whether beat schedules the unused prune (and `--task all` runs it)."""
+        return self.prune_interval > timedelta(0)
 
     @property
     def redis_url_redacted(self) -> str:

@@ -42,6 +42,8 @@ class DaemonInfo:
     now: datetime
     containers: int
     server_version: str
+    # Where the daemon keeps its data, on its own filesystem (empty when it does not say).
+    docker_root: str = ""
 
 
 def parse_instant(text: str | None) -> datetime | None:
@@ -129,6 +131,7 @@ class DockerHost:
             now=now,
             containers=int(raw.get("Containers", 0)),
             server_version=str(raw.get("ServerVersion", "")),
+            docker_root=str(raw.get("DockerRootDir", "")),
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:
