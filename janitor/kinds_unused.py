@@ -85,10 +85,13 @@ class UnusedKind:
 
     def act(self, action: Action, current: Resource) -> None:
         del action
-        freed = current.size or 0
-        if current.kind is ResourceKind.VOLUME:
-            freed = self.resources.volume_bytes(current)
+        # Measured before: once removed, a volume's data cannot be counted.
+        freed = self.resources.volume_bytes(current) if current.kind is ResourceKind.VOLUME else 0
         self.resources.remove(current)
+        if current.kind is ResourceKind.NETWORK:
+            return  # a network frees no disk
+        if current.kind is ResourceKind.IMAGE:
+            freed = current.size or 0
         with self._reclaimed_lock:
             self.reclaimed[current.kind.value] += freed
 

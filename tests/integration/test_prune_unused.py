@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -15,10 +17,10 @@ import pytest
 import redis
 from support.cli import janitor_env, sweep_json
 
-from janitor import kinds_unused, unused
+from janitor import kinds_unused, pacing, pressure, unused
 from janitor.model import Task
 from janitor.settings import Settings
-from janitor.tick import sweep_host
+from janitor.tick import open_tick, sweep_host
 from sandbox.daemons import Engine
 from sandbox.image import IMAGE, ensure_test_image
 
@@ -299,3 +301,52 @@ def test_the_cli_runs_the_prune_only_when_asked_or_turned_on(host: Engine, redis
     asked = sweep_json(env, "--task", "prune-unused")
     assert asked.code == 0
     assert [r["task"] for r in asked.reports] == ["prune-unused"]
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs standing in for a Docker root filesystem, 90% full."""
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)], check=True)
+    try:
+        (root / "filler").write_bytes(b"\0" * int(4 * 1024 * 1024 * 0.9))
+        yield root
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
+def test_a_full_docker_root_is_pressure_and_a_percentage_budget_measures_it(
+    host: Engine, redis_url: str, small_root: Path
+) -> None:
+    api = host.api()
+    image = plant_image(api, "share:1", MANAGED, size=200_000)
+    settings = Settings(
+        hosts=f"alpha={host.url}",  # type: ignore[arg-type]
+        docker_root=small_root,
+        pressure_high=0.8,
+        unused_grace="1h",  # type: ignore[arg-type]
+        image_min_age="1s",  # type: ignore[arg-type]
+        image_disk_budget="1%",  # type: ignore[arg-type]
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with open_tick(settings, "alpha", Task.KILL_GHOSTS, client) as kill_tick:
+            assert pacing.check_pressure(kill_tick, client), "90% of the blocks is over 0.8"
+        sweep_host(settings, "alpha", Task.PRUNE_UNUSED, redis_client=client)
+        time.sleep(1.5)
+        report = sweep_host(settings, "alpha", Task.PRUNE_UNUSED, redis_client=client).to_dict()
+    finally:
+        client.close()
+    # 1% of 4 MiB is about 42 KB: the test image (in use: no) and the planted one are over it.
+    assert acted(report)[image] == ("remove-image", "over_disk_budget", "done")
+
+
+def test_a_percentage_budget_without_a_visible_root_fails_the_prune_with_a_reason(
+    host: Engine, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where this worker sees no Docker root (a worker in a container without the mount).
+    monkeypatch.setattr(pressure, "docker_root", lambda *_: None)
+    report = prune(host, redis_url, image_disk_budget="80%")
+    assert report["status"] == "failed"
+    assert "JANITOR_DOCKER_ROOT" in report["error"]
