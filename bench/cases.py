@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from bench import worker
+from bench import prune, worker
 from bench.custodian import Custodian
 from bench.harness import (
     JANITOR,
@@ -66,14 +66,15 @@ class Scale:
     hosts: int = 4
     per_host: int = 500
     worker_sweep: int = 3000
+    unused: int = 500
 
     @classmethod
     def quick(cls, hosts: int) -> Scale:
-        return cls(300, 50, 50, 1000, 60, 300, hosts, 200, 1000)
+        return cls(300, 50, 50, 1000, 60, 300, hosts, 200, 1000, 100)
 
     @classmethod
     def uniform(cls, size: int, hosts: int) -> Scale:
-        return cls(size, size, size, size, size, size, hosts, size, size)
+        return cls(size, size, size, size, size, size, hosts, size, size, size)
 
 
 @dataclass
@@ -704,4 +705,5 @@ CASES: dict[str, Callable[[Context], Figures]] = {
     "spike": spike,
     "hosts": hosts,
     "worker": footprint,
+    "unused": prune.unused,
 }

@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 import redis
-from support.cli import janitor_env, sweep_json
+from support.cli import janitor_env, run_janitor, sweep_json
 
 from janitor import kinds_unused, pacing, pressure, unused
 from janitor.model import Task
@@ -350,3 +350,23 @@ def test_a_percentage_budget_without_a_visible_root_fails_the_prune_with_a_reaso
     report = prune(host, redis_url, image_disk_budget="80%")
     assert report["status"] == "failed"
     assert "JANITOR_DOCKER_ROOT" in report["error"]
+
+
+def test_check_measures_a_percentage_budget_and_a_tcp_host_cannot_have_one(
+    host: Engine, redis_url: str
+) -> None:
+    env = janitor_env({"alpha": host.url}, redis_url, image_disk_budget="80%")
+    seen = run_janitor(["check"], env)
+    assert seen.code == 0, seen.stdout + seen.stderr
+    [line] = [line for line in seen.stdout.splitlines() if "docker root of alpha" in line]
+    assert line.startswith("ok")
+    assert "image budget" in line
+    remote = janitor_env(
+        {"far": "tcp://127.0.0.1:2375"},
+        redis_url,
+        image_disk_budget="80%",
+        allow_insecure_tcp="true",
+    )
+    refused = run_janitor(["check"], remote)
+    assert refused.code == 2
+    assert "JANITOR_DOCKER_ROOT" in refused.stdout + refused.stderr
