@@ -45,8 +45,33 @@ def _metrics_dir_in_environment() -> None:
         atexit.register(remove_metrics_dir)
 
 
+# Flower's view of the janitor: each sweep's host (its argument) and report (its result, whose
+# status and counts come first) in the task list; no buttons that revoke tasks or stop workers.
+FLOWER_DEFAULTS = {
+    "FLOWER_TASKS_COLUMNS": "name,args,state,result,received,runtime,worker",
+    "FLOWER_READ_ONLY": "true",
+}
+
+
+def _flower_defaults() -> None:
+    # Flower reads FLOWER_* variables after Celery has loaded this app, so defaults set here
+    # reach every Flower started against the janitor; an operator's own variable wins.
+    for name, value in FLOWER_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def _json_logging_from_the_start() -> None:
+    # The worker and beat configure logging through Celery's setup_logging signal below;
+    # Flower never sends it, and tornado adds its own plain-text handler only where the root
+    # logger has none. Configured here, every process of `celery -A janitor` logs JSON lines.
+    settings = cached_settings()
+    logs.configure(settings.log_format, settings.log_level)
+
+
 _settings_or_exit()
 _metrics_dir_in_environment()
+_flower_defaults()
+_json_logging_from_the_start()
 import celeryconfig  # noqa: E402  (needs the settings check above to have passed)
 from janitor import metrics  # noqa: E402  (after the metrics directory is set)
 

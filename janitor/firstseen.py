@@ -25,14 +25,19 @@ def first_seen(
     now: datetime,
     *,
     ttl: timedelta,
+    record: bool = True,
 ) -> dict[str, datetime]:
     """For each item, when it was first seen: recorded now for the ones never seen before.
 
     Items not among `item_ids` are forgotten, so an item that leaves the state and comes back
-    starts again from "now". `now` is the daemon's clock, like every other age.
+    starts again from "now". `now` is the daemon's clock, like every other age. With `record`
+    false (a dry run) the record is only read: unknown items count as seen now.
     """
     ids = sorted(set(item_ids))
     key = keys.first_seen(host, kind)
+    if not record:
+        known = {field.decode(): value.decode() for field, value in client.hgetall(key).items()}
+        return {i: datetime.fromisoformat(known[i]) if i in known else now for i in ids}
     if not ids:
         client.delete(key)
         return {}

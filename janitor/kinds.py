@@ -12,20 +12,26 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from janitor import policy
 from janitor.dockerhost import DockerHost
 from janitor.locks import REDIS_ERRORS, Lease
-from janitor.model import Action, Container, HostFacts, Reason, Rules, SweepReport, Verb
+from janitor.model import Action, Container, HostFacts, Reason, Rules, SweepReport, Task, Verb
 from janitor.sweep import ReportHeader, Survey, SweepOptions, run_engine
 
 # Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
 DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
-# Given a record's name, item ids and the daemon's now: when each was first seen
-# (janitor.firstseen.first_seen, bound to a Redis client, a host and a TTL).
-FirstSeenLookup = Callable[[str, frozenset[str], datetime], dict[str, datetime]]
+
+
+class FirstSeenLookup(Protocol):
+    """janitor.firstseen.first_seen, bound to a Redis client, a host and a TTL."""
+
+    def __call__(
+        self, kind: str, item_ids: frozenset[str], now: datetime, *, record: bool
+    ) -> dict[str, datetime]: ...
 
 
 class ContainerKind:
@@ -91,14 +97,20 @@ class ContainerKind:
     def _first_seen_dead(
         self, snapshots: Sequence[Container], now: datetime
     ) -> dict[str, datetime] | None:
+        if self.task is not Task.REMOVE_STOPPED:
+            # The record is the stopped sweep's: the ghost task sees no dead container, and
+            # writing its empty view would forget every sighting.
+            return {}
         if self.first_seen is None:
             return None
         dead = frozenset(c.id for c in snapshots if policy.is_dead_of_unknown_age(c))
         try:
-            return self.first_seen("dead", dead, now)
+            # A dry run reads the record and leaves it as it was.
+            return self.first_seen("dead", dead, now, record=not self.options.dry_run)
         except REDIS_ERRORS as exc:
+            # Unknown is not old: a record that cannot be read makes every one "seen now".
             self.log.warning("first_seen_unrecorded", why=str(exc), containers=len(dead))
-            return None
+            return {}
 
     def _look_up_dead(self, keys: frozenset[str]) -> frozenset[str]:
         if not keys:
@@ -121,10 +133,15 @@ def sweep_containers(
     lease: Lease,
     now: datetime,
     *,
+    header: ReportHeader | None = None,
     dead_leases: DeadLeaseLookup | None = None,
     first_seen: FirstSeenLookup | None = None,
 ) -> SweepReport:
-    """One container sweep of a host whose daemon clock reads `now`, by the shared engine."""
+    """One container sweep of a host whose daemon clock reads `now`, by the shared engine.
+
+    `header` is the tick's, when a tick runs it, so the report times the whole tick.
+    """
     kind = ContainerKind(docker, rules, options, dead_leases=dead_leases, first_seen=first_seen)
-    header = ReportHeader(options.task, docker.name, options.dry_run)
+    if header is None:
+        header = ReportHeader(options.task, docker.name, options.dry_run)
     return run_engine(kind, header, options, lease, now)

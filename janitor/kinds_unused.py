@@ -105,7 +105,9 @@ class UnusedKind:
         try:
             for kind in ResourceKind:
                 ids = frozenset(r.id for r in found if r.kind is kind)
-                seen |= self.first_seen(f"unused-{kind.value}", ids, now)
+                # A dry run reads the record and leaves it as it was.
+                record = not self.options.dry_run
+                seen |= self.first_seen(f"unused-{kind.value}", ids, now, record=record)
         except REDIS_ERRORS as exc:
             self.log.warning("unused_unrecorded", why=str(exc), candidates=len(found))
             return None
@@ -119,10 +121,13 @@ def sweep_unused(
     lease: Lease,
     now: datetime,
     *,
+    header: ReportHeader | None = None,
     first_seen: FirstSeenLookup | None = None,
 ) -> SweepReport:
-    """One prune of a host's unused images, volumes and networks, by the shared engine."""
+    """One prune of a host's unused images, volumes and networks, by the shared engine;
+    `header` is the tick's, when a tick runs it, so the report times the whole tick."""
     kind = UnusedKind(resources, rules, options, first_seen=first_seen)
-    header = ReportHeader(options.task, resources.name, options.dry_run)
+    if header is None:
+        header = ReportHeader(options.task, resources.name, options.dry_run)
     report = run_engine(kind, header, options, lease, now)
     return dataclasses.replace(report, reclaimed=dict(kind.reclaimed))

@@ -38,7 +38,14 @@ end
 return 0
 """
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Redis unreachable, or answering with an error (READONLY after a failover, OOM): either way
+# nothing it says can be relied on for this step.
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ResponseError,
+    OSError,
+)
 
 
 class Lease(Protocol):

@@ -62,5 +62,7 @@ def configure(log_format: str = "json", level: str = "INFO", stream: TextIO | No
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # Python's warnings (Celery's SecurityWarning for a root worker) would be bare text.
+    logging.captureWarnings(True)
     # The Docker SDK's urllib3 logs every connection at DEBUG; keep it out unless asked.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -150,7 +150,8 @@ class Supervisor:
 
 
 def celery_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "janitor", *args]
+    # --quiet: no startup banner, so the output stays one stream of JSON lines.
+    return [sys.executable, "-m", "celery", "-A", "janitor", "--quiet", *args]
 
 
 def report_hosts(settings: Settings) -> None:

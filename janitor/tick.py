@@ -20,7 +20,7 @@ from janitor import firstseen, pressure
 from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
 from janitor.dockerhost.resources import ResourceHost
-from janitor.errors import HostError, LeaseHeldError
+from janitor.errors import ContainerError, HostError, LeaseHeldError
 from janitor.kinds import DeadLeaseLookup, FirstSeenLookup, sweep_containers
 from janitor.kinds_unused import sweep_unused
 from janitor.locks import Lease, NoLease, RedisLease, check_daemon_identity
@@ -113,12 +113,14 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
     except LeaseHeldError as exc:
         tick.log.info("sweep_skipped", why=str(exc))
         return SweepNotRun(tick.task, tick.host.name, Status.SKIPPED, why=str(exc))
-    except HostError as exc:
-        # Redis trouble here is RedisUnavailableError, a HostError: failed, never skipped.
+    except (HostError, ContainerError) as exc:
+        # Redis trouble here is RedisUnavailableError, a HostError: failed, never skipped. A
+        # ContainerError comes from inspecting the janitor's own container: without its
+        # compose project the janitor cannot tell its own containers, so it sweeps nothing.
         return _finished(tick, header.report(Status.FAILED, None, error=str(exc)))
     try:
         if tick.task is Task.PRUNE_UNUSED:
-            report = _prune(tick, options, lease, info)
+            report = _prune(tick, header, options, lease, info)
         else:
             report = sweep_containers(
                 tick.docker,
@@ -126,6 +128,7 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
                 options,
                 lease,
                 info.now,
+                header=header,
                 dead_leases=_lease_lookup(tick),
                 first_seen=_first_seen_lookup(tick),
             )
@@ -134,15 +137,17 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
     return _finished(tick, report)
 
 
-def _prune(tick: Tick, options: SweepOptions, lease: Lease, info: DaemonInfo) -> SweepReport:
-    header = ReportHeader(tick.task, tick.host.name, options.dry_run)
+def _prune(
+    tick: Tick, header: ReportHeader, options: SweepOptions, lease: Lease, info: DaemonInfo
+) -> SweepReport:
     try:
         rules = _unused_rules(tick)
     except HostError as exc:
         return header.report(Status.FAILED, info.now, error=str(exc))
     first_seen = _first_seen_lookup(tick)
+    resources = ResourceHost(tick.docker)
     return sweep_unused(
-        ResourceHost(tick.docker), rules, options, lease, info.now, first_seen=first_seen
+        resources, rules, options, lease, info.now, header=header, first_seen=first_seen
     )
 
 

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io redis-server busybox-static faketime)
+# systemd for systemd-analyze, which checks the units in contrib/systemd/.
+packages=(docker.io redis-server busybox-static faketime systemd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ SOCKET = "/var/run/docker.sock"
 IMAGE = "container-janitor:latest"
 COMPOSE_REDIS_URL = "redis://redis:6379/0"
 # Variables the compose file may interpolate besides the JANITOR_* settings.
-OPERATOR_VARIABLES = {"DOCKER_GID", "FLOWER_BASIC_AUTH"}
+OPERATOR_VARIABLES = {"DOCKER_GID", "FLOWER_BASIC_AUTH", "FLOWER_PORT"}
+COMPOSE_ENV_SCRIPT = ROOT / "scripts" / "compose-env.sh"
+STATE_DIR = "/var/lib/container-janitor"
 
 DEFAULTED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):-(?P<default>[^}]*)\}")
 REQUIRED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?(?P<message>[^}]+)\}")
@@ -141,13 +144,15 @@ def test_only_the_worker_joins_the_socket_group(services: dict[str, Any]) -> Non
 def test_flower_is_published_on_loopback_only(services: dict[str, Any]) -> None:
     ports = services["flower"]["ports"]
     assert ports
-    for port in ports:
-        if isinstance(port, str):
+    for published in ports:
+        if isinstance(published, str):
+            # FLOWER_PORT moves the published port, never the address it is bound to.
+            port = DEFAULTED.sub(lambda match: match["default"], published)
             host_ip, _, rest = port.partition(":")
             assert host_ip == "127.0.0.1", port
             assert rest.count(":") == 1, port
         else:
-            assert port.get("host_ip") in ("127.0.0.1", "::1"), port
+            assert published.get("host_ip") in ("127.0.0.1", "::1"), published
 
 
 def test_flower_requires_basic_auth(services: dict[str, Any]) -> None:
@@ -224,15 +229,45 @@ def test_every_service_is_protected(services: dict[str, Any]) -> None:
 
 def test_the_commands_run_the_celery_app(services: dict[str, Any]) -> None:
     for name in JANITOR_SERVICES:
-        assert _command(services[name])[:4] == ["celery", "-A", "janitor", name], name
+        # --quiet: no banner among the JSON log lines.
+        assert _command(services[name])[:5] == ["celery", "-A", "janitor", "--quiet", name], name
+
+
+@pytest.mark.parametrize("service", JANITOR_SERVICES)
+def test_every_janitor_service_has_a_healthcheck(services: dict[str, Any], service: str) -> None:
+    check = services[service]["healthcheck"]
+    assert check["test"][0] in ("CMD", "CMD-SHELL"), check
+    assert check["interval"] == "60s", check
+    assert check["timeout"] == "20s", check
 
 
 def test_beat_keeps_its_schedule_where_it_can_write(services: dict[str, Any]) -> None:
     beat = services["beat"]
     command = _command(beat)
     schedule = command[command.index("--schedule") + 1]
-    assert schedule.startswith("/tmp/")
-    assert "/tmp" in beat["tmpfs"]
+    assert schedule.startswith(STATE_DIR + "/")
+    assert f"beat-state:{STATE_DIR}" in beat["volumes"]
+
+
+def test_the_compose_environment_file_is_private_and_kept(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / COMPOSE_ENV_SCRIPT.name).write_text(COMPOSE_ENV_SCRIPT.read_text())
+    socket_stand_in = tmp_path / "docker.sock"
+    socket_stand_in.touch()
+    env = {**os.environ, "DOCKER_SOCKET": str(socket_stand_in)}
+    run = [str(scripts / COMPOSE_ENV_SCRIPT.name)]
+    subprocess.run(["bash", *run], env=env, check=True, capture_output=True)
+    first = (tmp_path / ".env").read_text()
+    subprocess.run(["bash", *run], env=env, check=True, capture_output=True)
+    assert (tmp_path / ".env").read_text() == first, "a second run keeps the password"
+    assert oct((tmp_path / ".env").stat().st_mode & 0o777) == "0o600"
+    values = dict(line.split("=", 1) for line in first.splitlines())
+    assert values["DOCKER_GID"] == str(socket_stand_in.stat().st_gid)
+    user, _, password = values["FLOWER_BASIC_AUTH"].partition(":")
+    assert user == "admin"
+    assert len(password) >= 20
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_the_celery_services_run_the_built_image_after_redis(services: dict[str, Any]) -> None:
@@ -294,9 +329,24 @@ def _index(keyword: str, fragment: str) -> int:
     raise AssertionError(f"no {keyword} with {fragment!r} in the Dockerfile")
 
 
-def test_dockerfile_builds_on_slim_python_311() -> None:
-    (base,) = _arguments("FROM")
+def test_dockerfile_builds_on_slim_python_311_alone() -> None:
+    (base_argument,) = [a for a in _arguments("ARG") if a.startswith("BASE_IMAGE=")]
+    base = base_argument.removeprefix("BASE_IMAGE=")
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-bookworm)?(@sha256:[0-9a-f]{64})?", base)
+    # Both stages on that one image: an offline host needs nothing else.
+    assert _arguments("FROM") == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+    # BuildKit pulls a frontend image from a registry for a `# syntax=` line.
+    assert not re.search(r"^#\s*syntax=", DOCKERFILE.read_text(), flags=re.MULTILINE)
+
+
+def test_dockerfile_installs_the_project_compiled_and_ships_only_the_environment() -> None:
+    syncs = [run for run in _arguments("RUN") if "uv sync" in run]
+    assert "--no-editable" in syncs[-1]
+    assert any("UV_COMPILE_BYTECODE=1" in env for env in _arguments("ENV"))
+    final_stage = _instructions()[_index("FROM", "${BASE_IMAGE}") + 1 :]
+    final_stage = final_stage[[name for name, _ in final_stage].index("FROM") :]
+    copies = [arguments for name, arguments in final_stage if name == "COPY"]
+    assert copies == ["--from=build /app/.venv /app/.venv"]
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
@@ -328,7 +378,7 @@ def test_dockerfile_puts_the_venv_on_path_and_starts_a_worker() -> None:
         "PATH lacks the venv"
     )
     (command,) = _arguments("CMD")
-    assert json.loads(command)[:4] == ["celery", "-A", "janitor", "worker"]
+    assert json.loads(command)[:5] == ["celery", "-A", "janitor", "--quiet", "worker"]
 
 
 # --- .dockerignore ----------------------------------------------------------------------
@@ -387,8 +437,8 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies() -> None:
     sources = [
         source.rstrip("/")
         for arguments in _arguments("COPY")
+        if "--from=" not in arguments
         for source in arguments.split()[:-1]
-        if not source.startswith("--")
     ]
     assert "uv.lock" in sources
     for source in sources:

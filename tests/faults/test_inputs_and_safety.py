@@ -864,7 +864,8 @@ def _service_views(
     with server.client() as redis_client:
         keys = list(redis_client.scan_iter(match="celery-task-meta-*"))
         results = [json.loads(redis_client.get(key) or b"null") for key in keys]
-    tasks = {r["result"]["task"] for r in results if r and isinstance(r.get("result"), dict)}
+    # A tick that waited past its `expires` on a loaded machine is stored REVOKED: no report.
+    tasks = {r["result"]["task"] for r in results if r and r.get("status") == "SUCCESS"}
     assert tasks == {"kill-ghosts", "remove-stopped"}, results
     seen["task results in Redis"] = json.dumps(results)
     procs.stop_all()

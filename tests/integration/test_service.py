@@ -464,8 +464,9 @@ def test_a_task_for_an_unknown_host_fails_and_changes_nothing(
     assert not [e for e in worker.events() if e.get("logger") == "janitor.sweep"]
 
 
-def _http_get(url: str, auth: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)  # noqa: S310  (a loopback http URL of the test)
+def _http_get(url: str, auth: str | None = None, *, post: bool = False) -> tuple[int, bytes]:
+    # A loopback http URL of the test.
+    request = urllib.request.Request(url, data=b"" if post else None)  # noqa: S310
     if auth is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
@@ -577,6 +578,7 @@ def test_janitor_run_serves_flower_behind_basic_auth_and_sweeps(
             details=tail,
         )
         assert {tuple(ast.literal_eval(t["args"])) for t in tasks} == {("alpha",)}
+        _assert_an_operators_view(base, auth, next(iter(workers)))
         wait_for(
             lambda: state(alpha, ghost) == "exited",
             timeout=CLEANUP_DEADLINE,
@@ -589,7 +591,7 @@ def test_janitor_run_serves_flower_behind_basic_auth_and_sweeps(
         assert (state_dir / "redis").is_dir()
         # What must be gone afterwards is there now: the check below can see it.
         members = _session_members(run.pid)
-        for part in ("redis-server", "celery -A janitor worker", "celery -A janitor flower"):
+        for part in ("redis-server", "janitor --quiet worker", "janitor --quiet flower"):
             assert any(part in member for member in members), (part, members)
     finally:
         if run.poll() is None:
@@ -602,7 +604,43 @@ def test_janitor_run_serves_flower_behind_basic_auth_and_sweeps(
                 os.killpg(run.pid, signal.SIGKILL)
     assert code == 0, tail()
     assert leftovers == [], f"janitor run left children behind: {leftovers}"
+    _assert_json_lines_only(log_path)
     assert not _redis_answers(own_redis)
+
+
+def _assert_an_operators_view(base: str, auth: str, worker_name: str) -> None:
+    """Flower's task list shows each sweep's host and report, and Flower offers no controls."""
+    code, page = _http_get(base + "/tasks", auth)
+    columns = re.findall(r'<th data-column="([a-z_]+)">', page.decode())
+    assert code == 200
+    assert columns == ["name", "args", "state", "result", "received", "runtime", "worker"]
+    shutdown = f"{base}/api/worker/shutdown/{worker_name}"
+    assert _http_get(shutdown, auth, post=True)[0] == 403, "Flower is read-only"
+
+
+# Written by Celery from its signal handlers, where logging could deadlock: left as they are.
+_CELERY_SHUTDOWN_NOTICE = re.compile(r"worker: (Warm|Cold) shutdown|worker: Hitting Ctrl\+C again")
+
+
+def _assert_json_lines_only(log_path: Path) -> None:
+    """Redis logs to its own file; the worker, beat and Flower log JSON lines only. The
+    supervisor's own words to the operator are the `janitor:` lines."""
+    plain = [
+        line
+        for line in log_path.read_text().splitlines()
+        if line.strip()
+        and not line.startswith("janitor: ")
+        and not _CELERY_SHUTDOWN_NOTICE.match(line)
+        and not _is_json_object(line)
+    ]
+    assert plain == [], "\n".join(plain)
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _flower_answers(base: str, auth: str) -> bool:

@@ -121,7 +121,10 @@ class FakeHost:
         return [at for at in self.starts if since <= at <= until]
 
     def compose_projects_of(self, container_ids: frozenset[str]) -> frozenset[str]:
-        del container_ids
+        """No compose projects here; it inspects the janitor's own containers as Docker's does."""
+        for container_id in container_ids:
+            self._call("inspect")
+            del container_id
         return frozenset()
 
 

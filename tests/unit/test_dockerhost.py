@@ -33,7 +33,7 @@ from support.fakedaemon import (
     json_reply,
 )
 
-from janitor.dockerhost import DockerHost
+from janitor.dockerhost import DockerHost, parse_instant
 from janitor.errors import (
     ActionFailedError,
     ContainerConflictError,
@@ -254,3 +254,19 @@ def test_a_missing_socket_is_an_unreachable_host(daemon: FakeDaemon) -> None:
     # docker-py leaves the socket of a failed unix connect to the garbage collector.
     gc.collect()
     assert f"{HOST} (unix://{daemon.dir}/missing.sock) did not answer version" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0001-01-01T00:00:00Z", None),  # Docker's "never happened"
+        ("", None),
+        (None, None),
+        ("2026-12-01T09:00:00.123456789Z", datetime(2026, 12, 1, 9, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-12-01T10:00:00+01:00", datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),
+    ],
+)
+def test_parse_instant_reads_the_zero_time_as_unknown(
+    text: str | None, expected: datetime | None
+) -> None:
+    assert parse_instant(text) == expected

@@ -36,6 +36,16 @@ def test_hosts_and_kinds_keep_separate_records(redis_url: str) -> None:
     assert not client.exists(keys.first_seen("alpha", "dead"))
 
 
+def test_reading_without_recording_changes_nothing(redis_url: str) -> None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    first_seen(client, "alpha", "dead", ["a"], NOW, ttl=TTL)
+    later = NOW + timedelta(minutes=5)
+    read = first_seen(client, "alpha", "dead", ["a", "b"], later, ttl=TTL, record=False)
+    assert read == {"a": NOW, "b": later}
+    assert first_seen(client, "alpha", "dead", [], later, ttl=TTL, record=False) == {}
+    assert client.hgetall(keys.first_seen("alpha", "dead")) == {b"a": NOW.isoformat().encode()}
+
+
 def test_a_lost_record_means_seen_now(redis_url: str) -> None:
     client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
     first_seen(client, "alpha", "dead", ["a"], NOW, ttl=TTL)

@@ -316,11 +316,41 @@ def test_a_dead_container_of_unknown_age_is_kept_when_its_record_cannot_be_writt
         def pipeline(self, *args: Any, **kwargs: Any) -> Any:
             raise redis.exceptions.ConnectionError("Connection reset by peer")
 
-    dead = dataclasses.replace(
-        container("dead", State.DEAD, age=timedelta(minutes=30)), started_at=None, finished_at=None
-    )
+    dead = dataclasses.replace(container("dead", State.DEAD), started_at=None, finished_at=None)
     fake = FakeHost([dead])
     report, logs = run_tick(use_fake, fake, Task.REMOVE_STOPPED, NoPipelines.from_url(redis_url))
-    # Created 30 min ago: without a record it waits for the longer grace (1 h) from creation.
+    # Created three hours ago, but a record that cannot be read means "seen now", never old.
     assert as_report(report).results == ()
     emitted(logs, "first_seen_unrecorded", why="Connection reset by peer", containers=1)
+
+
+def test_ghost_ticks_and_dry_runs_leave_the_dead_record_as_it_was(
+    use_fake: list[FakeHost], redis_url: str
+) -> None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    dead = dataclasses.replace(container("dead", State.DEAD), started_at=None, finished_at=None)
+    fake = FakeHost([dead])
+    run_tick(use_fake, fake, Task.REMOVE_STOPPED, client)  # first seen dead: now
+    for minutes in (4, 8):
+        fake.now = NOW + timedelta(minutes=minutes)
+        run_tick(use_fake, fake, Task.KILL_GHOSTS, client)
+        planned, _ = run_tick(use_fake, fake, Task.REMOVE_STOPPED, client, dry_run=True)
+        assert as_report(planned).results == ()
+    fake.now = NOW + timedelta(minutes=11)
+    planned, _ = run_tick(use_fake, fake, Task.REMOVE_STOPPED, client, dry_run=True)
+    assert as_report(planned).counts == {"planned": 1}
+    removed, _ = run_tick(use_fake, fake, Task.REMOVE_STOPPED, client)
+    assert as_report(removed).counts == {"done": 1}
+
+
+def test_a_failed_inspect_of_the_janitors_own_container_sweeps_nothing(
+    use_fake: list[FakeHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = container("janitor-worker", State.RUNNING)
+    monkeypatch.setattr(tick, "own_container_ids", lambda: frozenset({own.id}))
+    fake = FakeHost([own, container("old-exit")])
+    fake.failures["inspect"] = ActionFailedError("inspect failed with 500: daemon busy")
+    report, logs = run_tick(use_fake, fake, Task.REMOVE_STOPPED)
+    assert as_report(report).status is Status.FAILED
+    assert "daemon busy" in emitted(logs, "sweep_failed")[0]["error"]
+    assert fake.calls["remove"] == 0

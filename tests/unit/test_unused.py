@@ -338,7 +338,7 @@ def test_without_redis_the_prune_says_so_and_removes_nothing() -> None:
 def test_the_prune_reports_what_it_freed_by_kind() -> None:
     image, volume, net = item(size=300), item(ResourceKind.VOLUME), item(ResourceKind.NETWORK)
     fake = FakeResources([image, volume, net])
-    report = prune(fake, lambda _kind, ids, _now: {i: NOW - 2 * HOUR for i in ids})
+    report = prune(fake, lambda _kind, ids, _now, **_: {i: NOW - 2 * HOUR for i in ids})
     assert sorted(fake.removed) == sorted([image.id, volume.id, net.id])
     assert report.reclaimed == {"image": 300, "volume": 7}, "a network frees no disk"
     assert {r.action.verb for r in report.results} == {
@@ -350,6 +350,8 @@ def test_the_prune_reports_what_it_freed_by_kind() -> None:
 
 def test_the_cap_counts_images_volumes_and_networks_together() -> None:
     fake = FakeResources([item(), item(ResourceKind.VOLUME), item(ResourceKind.NETWORK)])
-    report = prune(fake, lambda _kind, ids, _now: {i: NOW - 2 * HOUR for i in ids}, max_actions=2)
+    report = prune(
+        fake, lambda _kind, ids, _now, **_: {i: NOW - 2 * HOUR for i in ids}, max_actions=2
+    )
     assert report.status.value == "aborted"
     assert fake.removed == []
