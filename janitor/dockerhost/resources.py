@@ -112,14 +112,26 @@ class ResourceHost:
         api = self._api()
         match resource.kind:
             case ResourceKind.IMAGE:
-                # An image with several tags cannot be removed by id without force: untag it
-                # tag by tag; the last tag's removal deletes the image.
-                for reference in resource.aliases or (resource.id,):
-                    self._item_call("remove", functools.partial(api.remove_image, reference))
+                # An image with several tags cannot be removed by id without force: untag all
+                # but one, each only while it still names this image (a pull may have moved
+                # it to another), then remove the image by id, which no pull can move.
+                for reference in resource.aliases[1:]:
+                    if self._names(reference, resource.id):
+                        self._item_call("remove", functools.partial(api.remove_image, reference))
+                self._item_call("remove", functools.partial(api.remove_image, resource.id))
             case ResourceKind.VOLUME:
                 self._item_call("remove", lambda: api.remove_volume(resource.id, force=False))
             case ResourceKind.NETWORK:
                 self._item_call("remove", lambda: api.remove_network(resource.id))
+
+    def _names(self, reference: str, image_id: str) -> bool:
+        api = self._api()
+        try:
+            # The stubs leave inspect_image untyped.
+            current = self._item_call("inspect", lambda: api.inspect_image(reference))  # type: ignore[no-untyped-call]
+        except ContainerGoneError:
+            return False
+        return bool(current.get("Id") == image_id)
 
     @staticmethod
     def volume_bytes(volume: Resource) -> int:

@@ -373,3 +373,25 @@ def test_check_measures_a_percentage_budget_and_a_tcp_host_cannot_have_one(
     refused = run_janitor(["check"], remote)
     assert refused.code == 2
     assert "JANITOR_DOCKER_ROOT" in refused.stdout + refused.stderr
+
+
+def test_a_tag_moved_to_another_image_after_the_re_check_stays_with_that_image(
+    host: Engine, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = host.api()
+    twin = plant_image(api, "moved:1", MANAGED)
+    api.tag(twin, "moved", "2")
+    other = plant_image(api, "other:1", {})  # not in scope: the tag must stay on it
+    prune(host, redis_url)
+    time.sleep(GRACE + 0.5)
+    why_not = kinds_unused.UnusedKind.why_not
+
+    def re_check_then_pull(self: kinds_unused.UnusedKind, *args: Any) -> Any:
+        verdict = why_not(self, *args)
+        api.tag(other, "moved", "2")  # a pull of moved:2 lands right after the re-check
+        return verdict
+
+    monkeypatch.setattr(kinds_unused.UnusedKind, "why_not", re_check_then_pull)
+    report = prune(host, redis_url)
+    assert acted(report) == {twin: ("remove-image", "unused_past_grace", "done")}
+    assert api.inspect_image("moved:2")["Id"] == other
