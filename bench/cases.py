@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from bench import holders as bench_holders
 from bench import prune, worker
 from bench.custodian import Custodian
 from bench.harness import (
@@ -66,15 +67,17 @@ class Scale:
     hosts: int = 4
     per_host: int = 500
     worker_sweep: int = 3000
+    # Containers of the holders case, in a tenth as many projects.
+    holders: int = 200
     unused: int = 500
 
     @classmethod
     def quick(cls, hosts: int) -> Scale:
-        return cls(300, 50, 50, 1000, 60, 300, hosts, 200, 1000, 100)
+        return cls(300, 50, 50, 1000, 60, 300, hosts, 200, 1000, 60, 100)
 
     @classmethod
     def uniform(cls, size: int, hosts: int) -> Scale:
-        return cls(size, size, size, size, size, size, hosts, size, size, size)
+        return cls(size, size, size, size, size, size, hosts, size, size, size, size)
 
 
 @dataclass
@@ -698,6 +701,12 @@ def footprint(ctx: Context) -> Figures:
     return worker.measure(ctx.main, ctx.scale.worker_sweep, ctx.workdir, ctx.say)
 
 
+def namespace_holders(ctx: Context) -> Figures:
+    """One interface per container against one per project (bench.holders)."""
+    count = ctx.scale.holders
+    return bench_holders.measure(count, max(1, count // 10), ctx.say)
+
+
 CASES: dict[str, Callable[[Context], Figures]] = {
     "backlog": backlog,
     "ghosts": ghosts,
@@ -705,5 +714,6 @@ CASES: dict[str, Callable[[Context], Figures]] = {
     "spike": spike,
     "hosts": hosts,
     "worker": footprint,
+    "holders": namespace_holders,
     "unused": prune.unused,
 }

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import custodian
+from bench import custodian, holders
 from bench.cases import CASES, Context, Scale
 from bench.harness import REPO_ROOT, Host
 from bench.targets import evaluate
@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write(args.out, document)
     print(_heading(meta))
     print(table.render())
+    if "holders" in results:
+        print(holders.render(results["holders"]))
     print(f"\nraw figures: {args.out}")
     return 1 if failed else 0
 

@@ -52,9 +52,9 @@ class BenchError(RuntimeError):
 class Host:
     """A private dockerd with the test image, and the bench's ways of filling and emptying it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, netns: str | None = None) -> None:
         self.name = name
-        self.daemon = PrivateDaemon(name)
+        self.daemon = PrivateDaemon(name, netns=netns)
 
     def start(self) -> None:
         self.daemon.start()

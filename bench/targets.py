@@ -16,8 +16,10 @@ Figures = dict[str, Any]
 
 AT_LEAST = (">=", operator.ge)
 AT_MOST = ("<=", operator.le)
-# Per removed container: the inspect that decides, the re-inspect before acting, the removal.
-CALLS_PER_CANDIDATE = 3
+# Per removed container: the inspect that decides, the re-inspect before acting, the list of
+# containers created since the decision (the holder re-check; shared when re-checks overlap),
+# the removal.
+CALLS_PER_CANDIDATE = 4
 
 
 @dataclass(frozen=True)

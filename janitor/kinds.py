@@ -9,6 +9,7 @@ by the same engine.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -16,11 +17,13 @@ from typing import Protocol
 
 import structlog
 
-from janitor import policy
+from janitor import holders, policy
+from janitor.dependents import DependencyReader
 from janitor.dockerhost import DockerHost
 from janitor.locks import REDIS_ERRORS, Lease
 from janitor.model import Action, Container, HostFacts, Reason, Rules, SweepReport, Task, Verb
 from janitor.sweep import ReportHeader, Survey, SweepOptions, run_engine
+from janitor.vocabulary import Detail
 
 # Given owner-lease keys, the ones whose lease is gone (janitor.lease.dead_leases).
 DeadLeaseLookup = Callable[[frozenset[str]], frozenset[str]]
@@ -55,6 +58,9 @@ class ContainerKind:
         self.dead_leases = dead_leases
         self.first_seen = first_seen
         self.facts = HostFacts()
+        self.dependencies = DependencyReader(docker, concurrency=options.concurrency)
+        # Holders this sweep spared for their dependents (the engine reports the count).
+        self.held = 0
         self.log = structlog.get_logger(__name__).bind(
             host=docker.name, task=self.task.value, dry_run=options.dry_run
         )
@@ -72,21 +78,41 @@ class ContainerKind:
         return self.docker.inspect(item_id)
 
     def decide(self, snapshots: Sequence[Container], now: datetime) -> list[Action]:
-        self.facts = dataclasses.replace(
-            self.facts,
-            dead_leases=self._look_up_dead(policy.lease_keys(snapshots)),
-            first_seen_dead=self._first_seen_dead(snapshots, now),
-        )
-        return policy.select(snapshots, self.task, self.rules, now, facts=self.facts)
+        """The policy's actions, less the holders its dependents hold (read from every
+        container on the host, only when there is a candidate to hold)."""
+        found = self.dependencies.read(snapshots) if snapshots else holders.NO_DEPENDENTS
+        # Each record belongs to one task: a sweep refreshes it, and forgets what it lacks.
+        if self.task is Task.KILL_GHOSTS:
+            orphaned = holders.orphaned_holders(snapshots, self.rules, found)
+            self.facts = dataclasses.replace(
+                self.facts,
+                dead_leases=self._look_up_dead(policy.lease_keys(snapshots)),
+                orphaned_since=self._first_seen("orphaned-holder", orphaned, now),
+            )
+        else:
+            self.facts = dataclasses.replace(
+                self.facts, first_seen_dead=self._first_seen_dead(snapshots, now)
+            )
+        actions = policy.select(snapshots, self.task, self.rules, now, facts=self.facts)
+        allowed, held = holders.spare_held(actions, found)
+        self.held = len(held)
+        return allowed
 
     def why_not(self, action: Action, current: Container, now: datetime) -> str | None:
+        asked_at = time.monotonic()
         facts = self.facts
         if action.reason is Reason.OWNER_LEASE_EXPIRED:
             # The owner may have renewed it since the decision: ask Redis again.
             facts = dataclasses.replace(
                 facts, dead_leases=self._look_up_dead(policy.lease_keys([current]))
             )
-        return policy.still_warranted(action, current, self.task, self.rules, now, facts=facts)
+        why = policy.still_warranted(action, current, self.task, self.rules, now, facts=facts)
+        if why is not None:
+            return why
+        if holders.is_held(action, self.dependencies.current(action.container_id, asked_at)):
+            # A member joined, or one started again, since the decision.
+            return Detail.HOLDER_IN_USE
+        return None
 
     def act(self, action: Action, current: Container) -> None:
         if action.verb is Verb.KILL:
@@ -97,19 +123,23 @@ class ContainerKind:
     def _first_seen_dead(
         self, snapshots: Sequence[Container], now: datetime
     ) -> dict[str, datetime] | None:
-        if self.task is not Task.REMOVE_STOPPED:
-            # The record is the stopped sweep's: the ghost task sees no dead container, and
-            # writing its empty view would forget every sighting.
-            return {}
+        dead = frozenset(c.id for c in snapshots if policy.is_dead_of_unknown_age(c))
+        return self._first_seen("dead", dead, now)
+
+    def _first_seen(
+        self, record: str, item_ids: frozenset[str], now: datetime
+    ) -> dict[str, datetime] | None:
+        """When each item was first seen so, from Redis; None without Redis to ask."""
         if self.first_seen is None:
             return None
-        dead = frozenset(c.id for c in snapshots if policy.is_dead_of_unknown_age(c))
         try:
             # A dry run reads the record and leaves it as it was.
-            return self.first_seen("dead", dead, now, record=not self.options.dry_run)
+            return self.first_seen(record, item_ids, now, record=not self.options.dry_run)
         except REDIS_ERRORS as exc:
             # Unknown is not old: a record that cannot be read makes every one "seen now".
-            self.log.warning("first_seen_unrecorded", why=str(exc), containers=len(dead))
+            self.log.warning(
+                "first_seen_unrecorded", record=record, why=str(exc), containers=len(item_ids)
+            )
             return {}
 
     def _look_up_dead(self, keys: frozenset[str]) -> frozenset[str]:

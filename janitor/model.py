@@ -57,6 +57,7 @@ class Reason(StrEnum):
     OWNER_LEASE_EXPIRED = "owner_lease_expired"
     OVER_MAX_STOPPED = "over_max_stopped"
     DEAD_PAST_GRACE = "dead_past_grace"
+    HOLDER_ORPHANED = "holder_orphaned"
     BAD_LABEL = "bad_label"
     UNUSED_PAST_GRACE = "unused_past_grace"
     OVER_DISK_BUDGET = "over_disk_budget"
@@ -151,6 +152,20 @@ class Container:
     finished_at: datetime | None
     auto_remove: bool = False
     restart_policy: str = ""
+    # The containers whose namespaces it joins or volumes it mounts, as written.
+    namespace_references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceUser:
+    """A container as a possible dependent: whose namespaces it joins or volumes it mounts."""
+
+    id: str
+    name: str
+    state: State | str
+    # The containers it names (`container:<ref>` modes, --volumes-from), as written: a full
+    # id, a short-id prefix or a name. None: its settings could not be read.
+    references: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +184,8 @@ class Rules:
     keep_last: int = 0
     # Cap on the host's stopped containers in scope, the oldest removed first; 0 is no cap.
     max_stopped: int = 0
+    # A janitor.holder=true container is killed once it has had no running dependent this long.
+    holder_grace: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +203,9 @@ class HostFacts:
     # Dead containers of unknown age (zero FinishedAt): when the janitor first saw each dead,
     # from the shared record in Redis. None: no record could be read (no Redis).
     first_seen_dead: Mapping[str, datetime] | None = None
+    # Running janitor.holder=true containers without a running dependent: since when the
+    # janitor first saw each so (Redis). None: no record could be read, so none is orphaned.
+    orphaned_since: Mapping[str, datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +255,8 @@ class SweepReport:
     census: Mapping[str, int] = field(default_factory=dict)
     # Bytes the done actions freed, by kind (container, image, volume), for the metrics.
     reclaimed: Mapping[str, int] = field(default_factory=dict)
+    # Holders spared for their dependents: not actions, so counted on the sweep_finished line.
+    held: int = 0
 
     @property
     def counts(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ from janitor.vocabulary import (
     COMPOSE_PROJECT_LABEL,
     DURATION_LABELS,
     GROUP_LABEL,
+    HOLDER_LABEL,
     LEASE_LABEL,
     MAX_RUNTIME_LABEL,
     PROTECT_LABEL,
@@ -31,6 +32,7 @@ from janitor.vocabulary import (
 
 STOPPED_STATES = frozenset({State.EXITED, State.DEAD})
 _EXPLICIT_NO = frozenset({"false", "0", "no", "off"})
+_EXPLICIT_YES = frozenset({"true", "1", "yes", "on"})
 NO_FACTS = HostFacts()
 
 
@@ -42,6 +44,15 @@ def is_protected(labels: Mapping[str, str]) -> bool:
     if PROTECT_LABEL not in labels:
         return False
     return labels[PROTECT_LABEL].strip().lower() not in _EXPLICIT_NO
+
+
+def is_marked_holder(labels: Mapping[str, str]) -> bool:
+    """Whether the container is a project's namespace holder (`janitor.holder=true`).
+
+    Only an explicit yes: the mark takes the runtime budget away but reaps the container
+    after a short grace once orphaned, so a typo must leave it an ordinary container.
+    """
+    return labels.get(HOLDER_LABEL, "").strip().lower() in _EXPLICIT_YES
 
 
 def is_in_scope(container: Summary | Container, rules: Rules) -> bool:
@@ -105,6 +116,9 @@ def could_be_eligible(
     if summary.state not in _states_for(task) or not is_in_scope(summary, rules):
         return False
     if task is Task.REMOVE_STOPPED and _is_over_cap(summary, rules, facts):
+        return True
+    if task is Task.KILL_GHOSTS and is_marked_holder(summary.labels):
+        # Its orphan record is refreshed by every ghost sweep, so it is always looked at.
         return True
     budget = _budget(summary, task, rules)
     if budget is None:
@@ -181,6 +195,10 @@ def decide(
     budget = _budget(container, task, rules)
     if task is Task.KILL_GHOSTS:
         verb, reason, since = Verb.KILL, Reason.OVER_RUNTIME_BUDGET, container.started_at
+        if budget is not None and is_marked_holder(container.labels):
+            # No runtime budget of its own: it lives as long as its project does.
+            reason, budget = Reason.HOLDER_ORPHANED, rules.holder_grace
+            since = (facts.orphaned_since or {}).get(container.id)
         if budget is not None and _owner_gone(container, rules, now, facts):
             reason, budget = Reason.OWNER_LEASE_EXPIRED, timedelta(0)
     elif container.state == State.CREATED:

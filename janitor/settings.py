@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="how long a `janitor.lease` container may run before a missing lease "
         "counts as expired",
     )
+    holder_grace: Duration = Field(
+        timedelta(seconds=60),
+        description="how long a `janitor.holder=true` container may have no running dependent "
+        "before it is killed",
+    )
     keep_last: int = Field(
         0, ge=0, description="stopped containers kept per `janitor.group` for debugging; 0: none"
     )
@@ -153,13 +158,10 @@ class Settings(BaseSettings):
         Path("/proc"), description="where pressure is read for unix-socket hosts"
     )
     prune_interval: Duration = Field(
-        timedelta(0),
-        description="beat interval of the unused images, volumes and networks prune; 0 turns "
-        "it off",
+        timedelta(0), description="beat interval of the unused prune; 0 turns it off"
     )
     unused_grace: Duration = Field(
-        timedelta(hours=1),
-        description="how long an in-scope image, volume or network is kept unused",
+        timedelta(hours=1), description="how long an image, volume or network is kept unused"
     )
     image_disk_budget: Annotated[DiskBudget | None, NoDecode] = Field(
         None,
@@ -167,13 +169,10 @@ class Settings(BaseSettings):
         "used first: `500MiB`, `50GB` or `80%` of the Docker root filesystem",
     )
     image_min_age: Duration = Field(
-        timedelta(minutes=10),
-        description="the disk budget never removes an image unused for less than this",
+        timedelta(minutes=10), description="how long unused before the disk budget may take one"
     )
     docker_root: Path | None = Field(
-        None,
-        description="where this worker sees the Docker root filesystem; unset: the daemon's "
-        "DockerRootDir, for unix-socket hosts",
+        None, description="the Docker root as mounted here; unset: the daemon's DockerRootDir"
     )
 
     @field_validator("hosts", mode="before")
@@ -325,6 +324,7 @@ class Settings(BaseSettings):
             own_container_ids=own_container_ids,
             own_compose_projects=own_compose_projects,
             lease_grace=self.lease_grace,
+            holder_grace=self.holder_grace,
             keep_last=self.keep_last,
             max_stopped=self.max_stopped,
         )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -57,6 +57,14 @@ class Kind(Protocol, Generic[Snapshot]):
         """Why the action must not go ahead on the item as it is now; None when it may."""
 
     def act(self, action: Action, current: Snapshot) -> None: ...
+
+
+@runtime_checkable
+class Holds(Protocol):
+    """A kind that spares some items for others' sake (holders for their dependents): they
+    are not actions, so the report counts them apart."""
+
+    held: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,7 @@ class ReportHeader:
         results: tuple[ActionResult, ...] = (),
         error: str = "",
         census: Mapping[str, int] | None = None,
+        held: int = 0,
     ) -> SweepReport:
         """The one way a sweep report is made, by the engine and by the tick before it."""
         return SweepReport(
@@ -118,6 +127,7 @@ class ReportHeader:
             results=results,
             error=error if status is Status.FAILED else "",
             census=census or {},
+            held=held,
         )
 
 
@@ -170,9 +180,10 @@ class _Engine(Generic[Snapshot]):
         try:
             survey = self.kind.survey(self.now)
             snapshots, uninspected = self._inspect_all(survey.candidate_ids)
+            # A kind may ask the host more to decide (a holder's dependents).
+            actions = self.kind.decide(snapshots, self.now)
         except HostError as exc:
             return self.header.report(Status.FAILED, self.now, error=str(exc))
-        actions = self.kind.decide(snapshots, self.now)
         actionable = [a for a in actions if a.actionable]
         results = [
             ActionResult(a, Outcome.REFUSED, Detail.BAD_LABEL) for a in actions if not a.actionable
@@ -196,6 +207,7 @@ class _Engine(Generic[Snapshot]):
             results=tuple(results),
             error=error,
             census=survey.census,
+            held=self.kind.held if isinstance(self.kind, Holds) else 0,
         )
 
     def _gate(

@@ -221,11 +221,16 @@ def _first_seen_lookup(tick: Tick) -> FirstSeenLookup | None:
     if tick.redis is None:
         return None
     settings = tick.settings
-    # Refreshed by every sweep that sees the item; it only has to outlive the longest grace
-    # plus a few missed ticks, after which an item nobody looked at starts again from "now".
-    ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
-    if tick.task is Task.PRUNE_UNUSED:
+    # Refreshed by every sweep of its task that sees the item; it only has to outlive the
+    # longest grace plus a few missed ticks, after which an item nobody looked at starts
+    # again from "now": dead containers for the stopped task, orphaned holders for ghosts,
+    # unused images, volumes and networks for the prune.
+    if tick.task is Task.KILL_GHOSTS:
+        ttl = settings.holder_grace + 3 * settings.kill_interval
+    elif tick.task is Task.PRUNE_UNUSED:
         ttl = settings.unused_grace + 3 * settings.interval(tick.task.value)
+    else:
+        ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
     return functools.partial(firstseen.first_seen, tick.redis, tick.host.name, ttl=ttl)
 
 
@@ -239,6 +244,7 @@ def _finished(tick: Tick, report: SweepReport) -> SweepReport:
         scanned=report.scanned,
         counts=report.counts,
         duration_s=round(report.duration_s, 3),
+        held=report.held,
         api_calls=sum(tick.docker.calls.values()),
     )
     return report

@@ -17,6 +17,8 @@ STOPPED_GRACE_LABEL = "janitor.stopped-grace"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 LEASE_LABEL = "janitor.lease"
 GROUP_LABEL = "janitor.group"
+# A project's namespace holder ("pause" container): no runtime budget, reaped once orphaned.
+HOLDER_LABEL = "janitor.holder"
 
 DURATION_LABELS = (MAX_RUNTIME_LABEL, STOPPED_GRACE_LABEL)
 
@@ -37,6 +39,7 @@ class Detail(StrEnum):
     RAN_SINCE_DECISION = "ran_since_decision"
     NO_LONGER_ELIGIBLE = "no_longer_eligible"
     IN_USE_SINCE_DECISION = "in_use_since_decision"
+    HOLDER_IN_USE = "holder_in_use"
 
 
 SIZE_FORMS = "a size such as 500MiB, 50GB, 2TiB or plain bytes, or a percentage such as 80%"

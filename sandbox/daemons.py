@@ -58,8 +58,15 @@ class Engine(Lifecycle, Protocol):
 class PrivateDaemon(Managed):
     """A dockerd of our own: data root, exec root, pidfile, socket and log under one temp dir."""
 
-    def __init__(self, name: str, *, extra_args: Sequence[str] = ()) -> None:
-        """`extra_args` go to dockerd as they are, e.g. a TLS-verified tcp listener."""
+    def __init__(
+        self, name: str, *, extra_args: Sequence[str] = (), netns: str | None = None
+    ) -> None:
+        """`extra_args` go to dockerd as they are, e.g. a TLS-verified tcp listener.
+
+        With `netns` (a namespace under /run/netns that the caller made) dockerd runs inside
+        that network namespace with its default bridge, so containers get real interfaces
+        there and never on the machine's own network; without it there is no bridge at all.
+        """
         if os.geteuid() != 0:
             raise RuntimeError(
                 "a private dockerd needs root; without it, point JANITOR_TEST_DOCKER_URLS at two "
@@ -68,6 +75,7 @@ class PrivateDaemon(Managed):
         self._dockerd = require_binary("dockerd", package="docker.io")
         self.name = name
         self._extra_args = tuple(extra_args)
+        self._netns = netns
         # Short on purpose: unix socket paths stop at 108 bytes, and containerd keeps its own
         # sockets under the exec root.
         self.dir = Path(tempfile.mkdtemp(prefix="jt-", dir="/tmp"))
@@ -116,14 +124,17 @@ class PrivateDaemon(Managed):
         # two hosts look like one. 20.10 takes the key path only from the config file.
         config = self.dir / "daemon.json"
         config.write_text(json.dumps({"deprecated-key-path": str(self.dir / "key.json")}))
+        inside = [] if self._netns is None else ["nsenter", f"--net=/run/netns/{self._netns}", "--"]
+        bridge = ["--bridge=none"] if self._netns is None else []
         command = [
+            *inside,
             self._dockerd,
             f"--data-root={self.dir / 'data'}",
             f"--exec-root={self._exec_root}",
             f"--pidfile={self._pidfile}",
             f"--host={self.url}",
             f"--config-file={config}",
-            "--bridge=none",
+            *bridge,
             "--iptables=false",
             "--ip6tables=false",
             *self._extra_args,

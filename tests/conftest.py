@@ -22,10 +22,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 
 import pytest
 
 from janitor.children import interrupt_on_signals
+from sandbox.celery_processes import Processes
 from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
 from sandbox.image import ensure_test_image
 from sandbox.redisserver import ExternalRedis, PrivateRedis, RedisHost
@@ -78,6 +80,13 @@ def redis_url(redis_server: RedisHost) -> Iterator[str]:
     redis_server.flush()
     yield redis_server.url
     _revive(redis_server)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Celery worker and beat processes for one test, stopped at its end."""
+    with Processes(tmp_path) as processes:
+        yield processes
 
 
 def _fresh(host: Engine) -> Iterator[Engine]:

@@ -23,7 +23,8 @@ import docker.tls
 
 from janitor.dockerhost.transport import PinnedAPIClient, fault, tune_unix_transport
 from janitor.errors import ContainerGoneError, DaemonError
-from janitor.model import Container, HostConfig, Selector, Summary
+from janitor.holders import references
+from janitor.model import Container, HostConfig, NamespaceUser, Selector, Summary
 from janitor.vocabulary import COMPOSE_PROJECT_LABEL
 
 T = TypeVar("T")
@@ -167,7 +168,36 @@ class DockerHost:
             finished_at=parse_instant(state.get("FinishedAt")),
             auto_remove=bool(host_config.get("AutoRemove")),
             restart_policy=str((host_config.get("RestartPolicy") or {}).get("Name") or ""),
+            namespace_references=_namespace_references(host_config),
         )
+
+    def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]:
+        """Every container on the host, whatever the selector, newest first, with the container
+        whose network it joins: the list call carries HostConfig.NetworkMode, inspect the
+        other modes. With `since` (a container id), only those created after it: dockerd
+        stops listing there, so the call costs what is new; a ContainerError when that
+        container is gone (dockerd answers 500 "no such container")."""
+        api = self._client()
+        filters = {} if since is None else {"since": since}
+        operation = "list" if since is None else "list-since"
+        raw: list[dict[str, Any]] = self._guard(
+            operation, lambda: api.containers(all=True, filters=filters)
+        )
+        return [
+            NamespaceUser(
+                id=item["Id"],
+                name=(item.get("Names") or ["/"])[0].lstrip("/"),
+                state=item.get("State", ""),
+                references=references([(item.get("HostConfig") or {}).get("NetworkMode") or ""]),
+            )
+            for item in raw
+        ]
+
+    def namespace_references(self, container_id: str) -> tuple[str, ...]:
+        """The containers whose namespaces it joins or whose volumes it mounts."""
+        api = self._client()
+        raw: dict[str, Any] = self._guard("inspect", lambda: api.inspect_container(container_id))
+        return _namespace_references(raw.get("HostConfig") or {})
 
     def kill(self, container: Container, stop_timeout: timedelta) -> None:
         """Stop a ghost for good: SIGTERM, SIGKILL after stop_timeout, no resurrection."""
@@ -229,6 +259,11 @@ class DockerHost:
             if project := labels.get(COMPOSE_PROJECT_LABEL):
                 projects.add(project)
         return frozenset(projects)
+
+
+def _namespace_references(host_config: dict[str, Any]) -> tuple[str, ...]:
+    modes = [str(host_config.get(mode) or "") for mode in ("NetworkMode", "PidMode", "IpcMode")]
+    return references(modes, host_config.get("VolumesFrom") or ())
 
 
 def own_container_ids(mountinfo: Path = Path("/proc/self/mountinfo")) -> frozenset[str]:

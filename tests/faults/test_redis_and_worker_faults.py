@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,12 +93,6 @@ def plant_ghosts(host: Engine, ghosts: int) -> tuple[list[str], dict[str, str]]:
 def wait_aged(planted_at: float, age: float = 1.5) -> None:
     """Until the youngest container planted is past the 1 s budgets of AGED."""
     wait_for(lambda: time.monotonic() - planted_at > age, timeout=age + 1, what="ages")
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path) as processes:
-        yield processes
 
 
 # -- 3. Redis killed under a running service ---------------------------------------------------

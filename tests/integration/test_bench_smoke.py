@@ -16,7 +16,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE = 20
 HOSTS = 2
-CASES = {"backlog", "ghosts", "idle", "spike", "hosts", "worker", "unused"}
+CASES = {"backlog", "ghosts", "idle", "spike", "hosts", "worker", "holders", "unused"}
 
 
 def _positive_numbers(figures: dict[str, Any], keys: set[str]) -> None:
@@ -62,6 +62,22 @@ def _spike(spike: dict[str, Any]) -> None:
         assert math.isfinite(service["cleared_after_spike_s"]), name
         assert service["deferrals"] >= 0, name
         assert set(row["median"]) >= {"cleared_after_spike_s", "deferrals", "forced"}, name
+
+
+def _holders(holders: dict[str, Any]) -> None:
+    assert (holders["containers"], holders["projects"]) == (SIZE, SIZE // 10)
+    layouts = holders["layouts"]
+    for name, layout in layouts.items():
+        assert layout["start"]["n"] == SIZE, name
+        _positive_numbers(layout["start"], {"p50_ms", "p95_ms"})
+        _positive_numbers(layout["memory_mib"], {"dockerd", "containerd"})
+        # Every container was past its budget; the members of a live project too.
+        assert layout["kill_sweep"]["done"] == SIZE, name
+    # Structure, not timing: a veth per container against one per project, on the same
+    # loopback and bridge.
+    per_container = layouts["per_container"]["interfaces"]
+    per_project = layouts["per_project"]["interfaces"]
+    assert per_container - per_project == SIZE - SIZE // 10
 
 
 def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
@@ -110,6 +126,8 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
     worker = cases["worker"]
     assert worker["sweep_count"] == SIZE
     _positive_numbers(worker, {"idle_rss_mib", "sweep_peak_rss_mib", "sweep_wall_s", "processes"})
+
+    _holders(cases["holders"])
 
     unused = cases["unused"]
     assert unused["count"] == SIZE

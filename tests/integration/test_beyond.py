@@ -76,12 +76,6 @@ def actions_on(found: list[dict[str, Any]], container_id: str) -> list[tuple[str
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path) as processes:
-        yield processes
-
-
-@pytest.fixture
 def lease_redis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
     with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
         yield client

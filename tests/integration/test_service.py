@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -160,12 +160,6 @@ def sent_ticks(*beats_logs: Path) -> list[dict[str, Any]]:
         for e in read_json_log(log)
         if e["event"].startswith("Scheduler: Sending due task")
     ]
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with Processes(tmp_path) as processes:
-        yield processes
 
 
 def test_worker_and_beat_sweep_both_hosts_and_store_the_reports(

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from janitor.dockerhost import DaemonInfo
-from janitor.errors import ContainerGoneError
-from janitor.model import Container, Selector, State, Summary
+from janitor.errors import ActionFailedError, ContainerGoneError
+from janitor.model import Container, NamespaceUser, Selector, State, Summary
 from janitor.settings import Settings
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -61,6 +61,10 @@ class FakeHost:
         # container id -> called once, right before that container's second inspect
         self.meddlers: dict[str, Callable[[], None]] = {}
         self._inspected: set[str] = set()
+        # container id -> the containers it names (`container:` modes, --volumes-from)
+        self.joins: dict[str, tuple[str, ...]] = {}
+        # containers whose namespace settings inspect cannot read
+        self.unreadable: set[str] = set()
 
     def __enter__(self) -> FakeHost:
         return self
@@ -101,7 +105,26 @@ class FakeHost:
         self._call("inspect")
         if container_id not in self.containers:
             raise ContainerGoneError(f"No such container: {container_id}")
-        return self.containers[container_id]
+        joins = self.joins.get(container_id, ())
+        return dataclasses.replace(self.containers[container_id], namespace_references=joins)
+
+    def list_namespace_users(self, *, since: str | None = None) -> list[NamespaceUser]:
+        """Newest first, as dockerd lists; `since` lists those created after that one."""
+        self._call("list")
+        newest_first = list(reversed(self.containers.values()))
+        if since is not None:
+            if since not in self.containers:
+                raise ActionFailedError(f"list failed with 500: no such container {since}")
+            newest_first = newest_first[: [c.id for c in newest_first].index(since)]
+        return [NamespaceUser(c.id, c.name, c.state, ()) for c in newest_first]
+
+    def namespace_references(self, container_id: str) -> tuple[str, ...]:
+        self._call("inspect")
+        if container_id in self.unreadable:
+            raise ActionFailedError("inspect failed with 500 Internal Server Error")
+        if container_id not in self.containers:
+            raise ContainerGoneError(f"No such container: {container_id}")
+        return self.joins.get(container_id, ())
 
     def kill(self, current: Container, stop_timeout: timedelta) -> None:
         del stop_timeout

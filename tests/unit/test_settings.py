@@ -52,6 +52,8 @@ CONTRACT_VARS = {
     "JANITOR_LOG_FORMAT",
     "JANITOR_LOG_LEVEL",
     "JANITOR_METRICS_PORT",
+    # The second round's namespace holders.
+    "JANITOR_HOLDER_GRACE",
 }
 # Issue 6's pacing, pressure, owner leases and retention, beyond the contract's table.
 EXTENSION_VARS = {
