@@ -53,4 +53,5 @@ USER 10001:10001
 # `celery ... beat` and `... flower` are given as the compose command; the CLI runs in the
 # worker's container, which has the socket, the group and Redis:
 #   docker compose exec worker janitor check
-CMD ["celery", "-A", "janitor", "--quiet", "worker", "--loglevel=INFO"]
+# Lean on a shared Redis (README, "Scale"): no gossip, no mingle; heartbeats stay.
+CMD ["celery", "-A", "janitor", "--quiet", "worker", "--without-gossip", "--without-mingle", "--loglevel=INFO"]

@@ -40,6 +40,7 @@ demo: setup
 
 bench: setup
 	$(UV) python -m bench
+	$(UV) python -m bench.fleet
 
 soak: setup
 	$(PYTEST) -q -m slow --override-ini="addopts=--strict-markers -ra" tests/soak

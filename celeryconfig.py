@@ -5,17 +5,20 @@ Nothing here is tuned by editing: change the environment instead (see the README
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from kombu import Queue
 
 from janitor import schedule as _schedule
+from janitor.redisconn import celery_redis
 from janitor.settings import cached_settings
 
 _settings = cached_settings()
+_redis = celery_redis(_settings)
 
-broker_url = _settings.redis_url
-result_backend = _settings.redis_url
+broker_url = _redis.url
+result_backend = _redis.url
+# Empty for a plain Redis; the Sentinel master's name for sentinel:// URLs.
+broker_transport_options = dict(_redis.transport_options)
+result_backend_transport_options = dict(_redis.transport_options)
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # a worker outlives a Redis restart, however long
 
@@ -33,7 +36,8 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 worker_prefetch_multiplier = 1
 task_annotations = _schedule.task_annotations(_settings)
 
-result_expires = timedelta(days=1)
+# Redis cannot expire list items, but it expires keys: every result goes after this.
+result_expires = _settings.result_ttl
 result_extended = True  # Flower shows the host argument and task name with each result
 
 worker_send_task_events = True
@@ -53,4 +57,6 @@ task_routes = ("janitor.celery_app.route_task",)
 worker_concurrency = (3 if _settings.prunes else 2) * len(_settings.hosts)
 
 beat_schedule = _schedule.beat_schedule(_settings)
+# Withholds the ticks of a host no live worker serves (janitor.celery_app.FleetScheduler).
+beat_scheduler = "janitor.celery_app:FleetScheduler"
 timezone = "UTC"

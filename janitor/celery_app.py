@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from typing import Any
 
+import redis
 import structlog
 from celery import Celery, signals
+from celery.beat import PersistentScheduler, ScheduleEntry
 
 from janitor import logs
 from janitor.errors import ConfigError
@@ -73,7 +77,11 @@ _metrics_dir_in_environment()
 _flower_defaults()
 _json_logging_from_the_start()
 import celeryconfig  # noqa: E402  (needs the settings check above to have passed)
-from janitor import metrics  # noqa: E402  (after the metrics directory is set)
+from janitor import fleet, metrics  # noqa: E402  (after the metrics directory is set)
+from janitor.locks import REDIS_ERRORS  # noqa: E402
+from janitor.redisconn import redis_client  # noqa: E402
+
+log = structlog.get_logger(__name__)
 
 app = Celery("janitor", include=["janitor.tasks"])
 app.config_from_object(celeryconfig)
@@ -117,3 +125,85 @@ def _serve_metrics(**_: Any) -> None:
 @signals.worker_process_shutdown.connect
 def _forget_process(pid: int, **_: Any) -> None:
     metrics.forget_process(pid)
+
+
+@functools.cache
+def _fleet_redis() -> redis.Redis[bytes]:
+    return redis_client(cached_settings(), timeout=5.0)
+
+
+class _LiveWorkerMark:
+    """Refreshes the live-worker key of each of the worker's hosts from a thread of the main
+    process, which lives as long as the worker consumes; a frozen or dead worker's marks
+    expire after fleet.LIVE_WORKER_TTL."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._worker = ""
+
+    def start(self, worker: str) -> None:
+        self._worker = worker
+        self._thread = threading.Thread(target=self._refresh, daemon=True, name="live-worker")
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            fleet.unmark_worker(_fleet_redis(), _host_names(), self._worker)
+        except REDIS_ERRORS as exc:
+            log.warning("live_worker_unmarked", error=str(exc))
+
+    def _refresh(self) -> None:
+        period = fleet.LIVE_WORKER_REFRESH.total_seconds()
+        while True:
+            try:
+                fleet.mark_worker_alive(_fleet_redis(), _host_names(), self._worker)
+            except REDIS_ERRORS as exc:
+                # Redis is down or failing over: the next refresh tries again.
+                log.warning("live_worker_unmarked", error=str(exc))
+            if self._stop.wait(period):
+                return
+
+
+def _host_names() -> list[str]:
+    return [host.name for host in cached_settings().hosts]
+
+
+_live_worker_mark = _LiveWorkerMark()
+
+
+@signals.worker_ready.connect
+def _mark_live_worker(sender: Any, **_: Any) -> None:
+    _live_worker_mark.start(str(sender.hostname))
+
+
+@signals.worker_shutdown.connect
+def _unmark_live_worker(**_: Any) -> None:
+    _live_worker_mark.stop()
+
+
+class FleetScheduler(PersistentScheduler):
+    """Beat's scheduler, withholding the ticks of a host that no live worker serves: its
+    queue would only grow (Redis cannot expire list items) until a worker came back to a pile
+    of stale ticks."""
+
+    def apply_async(
+        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
+        host = entry.args[0] if entry.args else None
+        if isinstance(host, str) and not _is_served(host):
+            log.warning("tick_withheld", host=host, task=entry.task, why="no live worker")
+            return None
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+def _is_served(host: str) -> bool:
+    try:
+        return fleet.live_worker(_fleet_redis(), host) is not None
+    except REDIS_ERRORS:
+        # Without Redis the tick cannot be sent either; let Celery report and retry it.
+        return True

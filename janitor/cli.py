@@ -14,11 +14,12 @@ from typing import TextIO
 
 import redis
 
-from janitor import keys, logs, pressure
+from janitor import fleet, keys, logs, pressure
 from janitor.dockerhost import DaemonInfo, DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.locks import REDIS_ERRORS
 from janitor.model import HostConfig, Outcome, Status, SweepNotRun, SweepReport, Task
+from janitor.redisconn import redis_client
 from janitor.settings import Settings, load_settings
 from janitor.tick import sweep_host
 from janitor.vocabulary import format_duration
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object of checks")
     check.set_defaults(handler=_check)
 
+    status = commands.add_parser(
+        "status", help="the fleet at a glance, from Redis: every host's last sweeps"
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=_status)
+
     run = commands.add_parser(
         "run", help="worker + embedded beat + Flower on this machine (starts Redis if needed)"
     )
@@ -88,9 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _redis_or_none(settings: Settings, *, quiet: bool = False) -> redis.Redis[bytes] | None:
-    client: redis.Redis[bytes] = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=1, socket_timeout=3
-    )
+    client = redis_client(settings, connect_timeout=1, timeout=3)
     try:
         client.ping()
     except REDIS_ERRORS as exc:
@@ -159,11 +164,7 @@ def _print_table(reports: Sequence[SweepReport], out: TextIO) -> None:
         ]
         for r in reports
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out
-        )
+    _print_rows([header, *rows], out)
     for report in reports:
         if report.error:
             print(f"\n{report.host} {report.task.value} failed: {report.error}", file=out)
@@ -187,6 +188,36 @@ def _print_table(reports: Sequence[SweepReport], out: TextIO) -> None:
             )
         if len(shown) > SHOWN_ACTIONS:
             print(f"  ... and {len(shown) - SHOWN_ACTIONS} more (--json lists all)", file=out)
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    client = _redis_or_none(settings, quiet=True)
+    if client is None:
+        print(f"janitor: Redis not reachable at {settings.redis_url_redacted}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        now, rows = fleet.fleet_status(settings, client)
+    finally:
+        client.close()
+    healthy = all(row.healthy for row in rows if row.configured)
+    if args.json:
+        document = {
+            "ok": healthy,
+            "redis_time": now.isoformat().replace("+00:00", "Z"),
+            "sweeps": [row.to_dict() for row in rows],
+        }
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_rows(fleet.status_table(rows, now), sys.stdout)
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _print_rows(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -7,12 +7,32 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Annotated
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BeforeValidator, PlainSerializer
 
 from janitor.model import DiskBudget, HostConfig, Selector
-from janitor.vocabulary import SIZE_FORMS, parse_size
+from janitor.vocabulary import SIZE_FORMS, format_duration, parse_duration, parse_size
+
+
+def _duration_input(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return parse_duration(str(value))
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration_input),
+    PlainSerializer(format_duration, return_type=str),
+]
+
 
 HOST_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 SELECTOR_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
@@ -102,6 +122,42 @@ def redact_url(url: str) -> str:
     # Userinfo first: its greedy match swallows a '?password=' typed inside the password.
     url = _USERINFO_PASSWORD.sub(r"\g<head>***@\g<tail>", url)
     return _QUERY_PASSWORD.sub(r"\g<head>***", url)
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    """`sentinel://[:password@]HOST:PORT[,HOST:PORT...]/DB`: where to ask for the master."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    db: int
+    password: str | None = None
+
+
+SENTINEL_FORMS = "must be sentinel://[:password@]host:port[,host:port...]/db"
+_SENTINEL = re.compile(r"sentinel://(?:(?P<auth>[^@]*)@)?(?P<hosts>[^/@]+)(?:/(?P<db>\d*))?")
+_SENTINEL_HOST = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith("sentinel://")
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """The sentinels, database and password of a sentinel:// URL; ValueError naming the form,
+    never quoting the URL (it may hold a password)."""
+    match = _SENTINEL.fullmatch(url)
+    if match is None:
+        raise ValueError(SENTINEL_FORMS)
+    sentinels = []
+    for entry in match["hosts"].split(","):
+        host = _SENTINEL_HOST.fullmatch(entry.strip())
+        if host is None or not 0 < int(host["port"]) <= 65535:
+            raise ValueError(SENTINEL_FORMS)
+        sentinels.append((host["host"].strip("[]"), int(host["port"])))
+    password = None
+    if match["auth"] is not None:
+        _, _, password = unquote(match["auth"]).partition(":")
+    return SentinelURL(tuple(sentinels), int(match["db"] or 0), password or None)
 
 
 def is_loopback(hostname: str) -> bool:

@@ -42,6 +42,11 @@ class LeaseLostError(HostError):
     """The sweep's lease expired or was taken over; it must not make another change."""
 
 
+class LeasesUnknownError(JanitorError):
+    """The Redis master changed lately (failover or restart): owner leases written just before
+    may be lost, so for one lease TTL none of them is read as expired."""
+
+
 class LeaseHeldError(JanitorError):
     """Another sweep of the same (host, task) holds the lease; this one does nothing.
 

@@ -32,3 +32,22 @@ def pacing(kind: str, host: str) -> str:
 def first_seen(host: str, kind: str) -> str:
     """When the janitor first saw each item of a kind on a host in some state (a hash)."""
     return f"janitor:first-seen:{host}:{kind}"
+
+
+def last_report(host: str, task: str) -> str:
+    """The last report of a service sweep that was not a dry run, for `janitor status`."""
+    return f"janitor:last-report:{host}:{task}"
+
+
+LAST_REPORT_PREFIX = "janitor:last-report:"
+
+
+def live_worker(host: str) -> str:
+    """Present while a worker serving the host's queue is alive: it refreshes it on a TTL."""
+    return f"janitor:live-worker:{host}"
+
+
+# The run id of the Redis master the janitor last wrote to, and, for one owner-lease TTL after
+# it changed (a failover, or a restart that forgot everything), the mark that leases are unknown.
+REDIS_MASTER_RUN_ID = "janitor:failover:master-run-id"
+LEASES_UNKNOWN = "janitor:failover:leases-unknown"

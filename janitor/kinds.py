@@ -20,6 +20,7 @@ import structlog
 from janitor import holders, policy
 from janitor.dependents import DependencyReader
 from janitor.dockerhost import DockerHost
+from janitor.errors import LeasesUnknownError
 from janitor.locks import REDIS_ERRORS, Lease
 from janitor.model import Action, Container, HostFacts, Reason, Rules, SweepReport, Task, Verb
 from janitor.sweep import ReportHeader, Survey, SweepOptions, run_engine
@@ -150,7 +151,7 @@ class ContainerKind:
             return frozenset()
         try:
             return self.dead_leases(keys)
-        except REDIS_ERRORS as exc:
+        except (*REDIS_ERRORS, LeasesUnknownError) as exc:
             # Unknown is not expired: a lease we cannot read never makes a container a ghost.
             self.log.warning("owner_leases_unchecked", why=str(exc), containers=len(keys))
             return frozenset()

@@ -6,6 +6,7 @@ must be in the environment before the first value is made: `celery_app` sets it 
 
 from __future__ import annotations
 
+import collections
 import os
 
 from prometheus_client import (
@@ -18,7 +19,7 @@ from prometheus_client import (
     values,
 )
 
-from janitor.model import SweepReport, Task
+from janitor.model import Status, SweepReport, Task
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(
     values.ValueClass, "_multiprocess", False
@@ -28,7 +29,15 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 ACTIONS = Counter(
-    "janitor_actions_total", "Actions taken on containers, by outcome", ["host", "task", "outcome"]
+    "janitor_actions_total",
+    "Actions taken on containers, by outcome and reason",
+    ["host", "task", "outcome", "reason"],
+)
+LAST_SUCCESS = Gauge(
+    "janitor_last_success_timestamp_seconds",
+    "When the last sweep with status ok finished, on the daemon's clock (Unix seconds)",
+    ["host", "task"],
+    multiprocess_mode="max",
 )
 SWEEP_DURATION = Histogram(
     "janitor_sweep_duration_seconds",
@@ -85,8 +94,13 @@ def record(report: SweepReport) -> None:
     labels = {"host": report.host, "task": report.task.value}
     SWEEPS.labels(status=report.status.value, **labels).inc()
     SWEEP_DURATION.labels(**labels).observe(report.duration_s)
-    for outcome, count in report.counts.items():
-        ACTIONS.labels(outcome=outcome, **labels).inc(count)
+    by_outcome_and_reason = collections.Counter(
+        (result.outcome.value, result.action.reason.value) for result in report.results
+    )
+    for (outcome, reason), count in by_outcome_and_reason.items():
+        ACTIONS.labels(outcome=outcome, reason=reason, **labels).inc(count)
+    if report.status is Status.OK and report.daemon_time is not None:
+        LAST_SUCCESS.labels(**labels).set(report.daemon_time.timestamp())
     for kind, freed in report.reclaimed.items():
         RECLAIMED.labels(host=report.host, kind=kind).inc(freed)
     if report.task is Task.REMOVE_STOPPED:

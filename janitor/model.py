@@ -265,7 +265,9 @@ class SweepReport:
             counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
         return counts
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, *, max_done: int | None = None) -> dict[str, object]:
+        """The contract's report; with `max_done`, `done` actions beyond that many are left
+        out (every other action stays, with its detail) and counted in `actions_omitted`."""
         # Status and counts before the actions: a truncated view (Flower's result column)
         # shows the outcome first.
         report: dict[str, object] = {
@@ -280,7 +282,14 @@ class SweepReport:
         }
         if self.error:
             report["error"] = self.error
-        report["actions"] = [result.to_dict() for result in self.results]
+        kept = list(self.results)
+        if max_done is not None:
+            done = [r for r in self.results if r.outcome is Outcome.DONE]
+            dropped = {id(r) for r in done[max_done:]}
+            kept = [r for r in self.results if id(r) not in dropped]
+            if dropped:
+                report["actions_omitted"] = len(dropped)
+        report["actions"] = [result.to_dict() for result in kept]
         return report
 
 

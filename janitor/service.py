@@ -25,12 +25,17 @@ from janitor.children import Child, ChildError
 from janitor.dockerhost import DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.locks import REDIS_ERRORS
+from janitor.redisconn import redis_client
 from janitor.settings import Settings
 
 FLOWER_DEFAULT_PORT = 5555
 # Long enough for a warm shutdown to finish the sweep in progress.
 STOP_TIMEOUT = 30.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Gossip makes every worker receive every other worker's heartbeats (N^2 deliveries) and mingle
+# ships the revoked set to every new worker; the janitor's leases coordinate its sweeps, so
+# neither is needed. Heartbeats stay: Flower's worker view reads them.
+LEAN_WORKER = ("--without-gossip", "--without-mingle")
 
 
 def say(message: str) -> None:
@@ -45,8 +50,8 @@ def state_dir() -> Path:
     return path
 
 
-def redis_answers(url: str) -> bool:
-    client: redis.Redis[bytes] = redis.Redis.from_url(url, socket_connect_timeout=1)
+def redis_answers(settings: Settings) -> bool:
+    client = redis_client(settings, connect_timeout=1, timeout=3)
     try:
         return bool(client.ping())
     except REDIS_ERRORS:
@@ -178,15 +183,15 @@ def run(settings: Settings, *, flower_port: int | None = None) -> int:
     auth, generated = flower_credentials(env)
     port = flower_port or int(env.get("FLOWER_PORT", FLOWER_DEFAULT_PORT))
     try:
-        if not redis_answers(settings.redis_url):
+        if not redis_answers(settings):
             say(f"no Redis at {settings.redis_url_redacted}: starting a local redis-server")
             supervisor.start("redis", local_redis_command(settings.redis_url, state / "redis"), env)
-            supervisor.wait_for("redis", lambda: redis_answers(settings.redis_url), timeout=30)
+            supervisor.wait_for("redis", lambda: redis_answers(settings), timeout=30)
         report_hosts(settings)
         supervisor.start(
             "worker",
             celery_command("worker", "--beat", "--schedule", str(state / "celerybeat-schedule"),
-                           "--loglevel", settings.log_level),
+                           *LEAN_WORKER, "--loglevel", settings.log_level),
             env,
         )  # fmt: skip
         supervisor.start(

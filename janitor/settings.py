@@ -11,51 +11,37 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BeforeValidator,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from janitor.config_syntax import (
-    check_pruning,
+    Duration,
     is_loopback,
-    parse_disk_budget,
+    is_sentinel_url,
     parse_hosts,
     parse_selector,
+    parse_sentinel_url,
     redact_url,
 )
 from janitor.errors import ConfigError
-from janitor.model import DiskBudget, HostConfig, Rules, Selector, TLSConfig
-from janitor.vocabulary import format_duration, parse_duration
+from janitor.model import HostConfig, Rules, Selector, TLSConfig
+from janitor.settings_prune import PRUNE_ON_REQUEST_INTERVAL, PruneSettings
+from janitor.vocabulary import format_duration
 
 ENV_PREFIX = "JANITOR_"
 
-# The lease and time limits of a prune run on request while JANITOR_PRUNE_INTERVAL is 0.
-PRUNE_ON_REQUEST_INTERVAL = timedelta(hours=1)
-REDIS_FORMS = "must be redis://[:password@]host:port/db, rediss://... or unix:///path"
+REDIS_FORMS = (
+    "must be redis://[:password@]host:port/db, rediss://..., unix:///path or "
+    "sentinel://[:password@]host:port[,host:port...]/db (with JANITOR_REDIS_MASTER)"
+)
 BOOL_FORMS = "true/false, 1/0, yes/no or on/off"
 
 
-def _duration_input(value: object) -> object:
-    if isinstance(value, str):
-        return parse_duration(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return parse_duration(str(value))
-    return value
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_duration_input),
-    PlainSerializer(format_duration, return_type=str),
-]
-
-
-class Settings(BaseSettings):
+class Settings(PruneSettings):
     """Every JANITOR_* variable of the contract, validated once at start."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
@@ -72,7 +58,15 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Celery broker, result backend and locks",
+        description="Celery broker, result backend and locks; `sentinel://host:port[,...]/db` "
+        "asks Redis Sentinels for the master named by JANITOR_REDIS_MASTER",
+    )
+    redis_master: str = Field(
+        "", description="the master's name in Sentinel; required with a `sentinel://` URL"
+    )
+    result_ttl: Duration = Field(
+        timedelta(days=1),
+        description="how long Redis keeps each task's result, and each host's last report",
     )
     selector: Annotated[Selector, NoDecode] = Field(
         default=Selector("janitor.managed", "true"),
@@ -157,23 +151,6 @@ class Settings(BaseSettings):
     proc_root: Path = Field(
         Path("/proc"), description="where pressure is read for unix-socket hosts"
     )
-    prune_interval: Duration = Field(
-        timedelta(0), description="beat interval of the unused prune; 0 turns it off"
-    )
-    unused_grace: Duration = Field(
-        timedelta(hours=1), description="how long an image, volume or network is kept unused"
-    )
-    image_disk_budget: Annotated[DiskBudget | None, NoDecode] = Field(
-        None,
-        description="the in-scope images' size above which unused ones go, least recently "
-        "used first: `500MiB`, `50GB` or `80%` of the Docker root filesystem",
-    )
-    image_min_age: Duration = Field(
-        timedelta(minutes=10), description="how long unused before the disk budget may take one"
-    )
-    docker_root: Path | None = Field(
-        None, description="the Docker root as mounted here; unset: the daemon's DockerRootDir"
-    )
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -184,11 +161,6 @@ class Settings(BaseSettings):
     @classmethod
     def _selector(cls, value: object) -> object:
         return parse_selector(value)
-
-    @field_validator("image_disk_budget", mode="before")
-    @classmethod
-    def _disk_budget(cls, value: object) -> object:
-        return parse_disk_budget(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -204,6 +176,12 @@ class Settings(BaseSettings):
     @classmethod
     def _redis(cls, value: str) -> str:
         # urlsplit's own messages may quote part of the password; never pass them on.
+        if is_sentinel_url(value):
+            try:
+                parse_sentinel_url(value)
+            except ValueError:
+                raise ValueError(REDIS_FORMS) from None
+            return value
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -219,6 +197,13 @@ class Settings(BaseSettings):
         ):
             # A path other than /db is most often a password with an unencoded '/'.
             raise ValueError(REDIS_FORMS)
+        return value
+
+    @field_validator("result_ttl")
+    @classmethod
+    def _at_least_a_minute(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("must be at least 1m")
         return value
 
     @field_validator("kill_interval", "remove_interval", "docker_timeout")
@@ -238,17 +223,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         self._check_tls()
+        if is_sentinel_url(self.redis_url) and not self.redis_master:
+            raise ValueError(
+                "JANITOR_REDIS_URL names Sentinels: set JANITOR_REDIS_MASTER to the master's name"
+            )
         if self.pressure_high and self.pressure_low >= self.pressure_high:
             raise ValueError(
                 f"JANITOR_PRESSURE_LOW={self.pressure_low} must be below "
                 f"JANITOR_PRESSURE_HIGH={self.pressure_high}"
             )
-        check_pruning(
-            self.prune_interval,
-            self.image_disk_budget,
-            self.docker_root,
-            [h.name for h in self.hosts if h.is_tcp],
-        )
+        self._check_pruning([h.name for h in self.hosts if h.is_tcp])
         intervals = [
             (self.kill_interval, "kill_interval", self.docker_timeout + self.stop_timeout),
             (self.remove_interval, "remove_interval", self.docker_timeout),
@@ -334,11 +318,6 @@ class Settings(BaseSettings):
         if task_name == "prune-unused":
             return self.prune_interval or PRUNE_ON_REQUEST_INTERVAL
         return self.kill_interval if task_name == "kill-ghosts" else self.remove_interval
-
-    @property
-    def prunes(self) -> bool:
-        """Whether beat schedules the unused prune (and `--task all` runs it)."""
-        return self.prune_interval > timedelta(0)
 
     @property
     def redis_url_redacted(self) -> str:

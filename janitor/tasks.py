@@ -8,37 +8,48 @@ import time
 import redis
 import structlog
 
-from janitor import metrics, pacing
+from janitor import fleet, metrics, pacing
 from janitor.celery_app import app
 from janitor.locks import REDIS_ERRORS
 from janitor.model import Status, SweepNotRun, SweepReport, Task
+from janitor.redisconn import redis_client
 from janitor.schedule import time_limits
 from janitor.settings import cached_settings
 from janitor.tick import Tick, open_tick, sweep
 
 log = structlog.get_logger(__name__)
 
+# `done` actions kept in a stored task result; a host's bigger sweeps count the rest.
+STORED_DONE_ACTIONS = 100
+
 
 @functools.cache
 def _redis() -> redis.Redis[bytes]:
     # Made on first use, so each prefork child opens its own connections after the fork.
     settings = cached_settings()
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_timeout=settings.docker_timeout.total_seconds(),
-        health_check_interval=30,
+    return redis_client(
+        settings, timeout=settings.docker_timeout.total_seconds(), health_check_interval=30
     )
 
 
 def _sweep(tick: Tick, notes: dict[str, object] | None = None) -> dict[str, object]:
     deadline = time.monotonic() + time_limits(tick.settings, tick.task).cutoff.total_seconds()
     outcome = sweep(tick, deadline=deadline)
-    if isinstance(outcome, SweepReport):
-        metrics.record(outcome)
-        return {**outcome.to_dict(), **(notes or {})}
-    metrics.record_skipped(outcome.host, outcome.task.value)
-    return outcome.to_dict()
+    if not isinstance(outcome, SweepReport):
+        metrics.record_skipped(outcome.host, outcome.task.value)
+        return outcome.to_dict()
+    metrics.record(outcome)
+    # The stored result is bounded: every action that was not simply done stays, with its
+    # detail; `janitor sweep --json` is the place for the whole list.
+    result = {**outcome.to_dict(max_done=STORED_DONE_ACTIONS), **(notes or {})}
+    if not outcome.dry_run:
+        try:
+            fleet.record_report(
+                _redis(), result, ok=outcome.status is Status.OK, ttl=tick.settings.result_ttl
+            )
+        except REDIS_ERRORS as exc:
+            log.warning("last_report_unrecorded", host=outcome.host, error=str(exc))
+    return result
 
 
 @app.task(name="janitor.kill_ghosts")

@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 import structlog
 
-from janitor import firstseen, pressure
+from janitor import failover, firstseen, pressure
 from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
 from janitor.dockerhost.resources import ResourceHost
@@ -212,9 +212,17 @@ def _take_lease(tick: Tick) -> Lease:
 
 
 def _lease_lookup(tick: Tick) -> DeadLeaseLookup | None:
-    if tick.redis is None:
+    client = tick.redis
+    if client is None:
         return None
-    return functools.partial(owner_leases.dead_leases, tick.redis)
+    lease_ttl = tick.settings.lease_grace
+
+    def dead_leases(lease_keys: frozenset[str]) -> frozenset[str]:
+        # Right after a failover a lease renewed on the old master may be missing here.
+        failover.check_leases_readable(client, lease_ttl)
+        return owner_leases.dead_leases(client, lease_keys)
+
+    return dead_leases
 
 
 def _first_seen_lookup(tick: Tick) -> FirstSeenLookup | None:

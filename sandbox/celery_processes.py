@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from janitor.children import Child, log_tail, read_json_log
+from janitor.service import LEAN_WORKER
 from sandbox.managed import Managed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,9 +104,10 @@ def start_worker(
     pool: str = "prefork",
     concurrency: int | None = None,
 ) -> CeleryProcess:
-    """`celery worker`; without `queues` it reads those of the hosts in its JANITOR_HOSTS."""
+    """`celery worker` as shipped (lean: no gossip, no mingle); without `queues` it reads those
+    of the hosts in its JANITOR_HOSTS."""
     # No --loglevel: the janitor's logging (JANITOR_LOG_LEVEL) replaces Celery's.
-    args = ["worker", "--hostname", hostname, "--pool", pool]
+    args = ["worker", "--hostname", hostname, "--pool", pool, *LEAN_WORKER]
     if queues is not None:
         args += ["--queues", ",".join(queues)]
     if concurrency is not None:

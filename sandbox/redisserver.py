@@ -41,10 +41,18 @@ class PrivateRedis(Managed):
     """A redis-server of our own; without `persistence` it forgets everything when it stops,
     with `password` it demands one (and `url` carries it)."""
 
-    def __init__(self, *, persistence: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        persistence: bool = False,
+        password: str | None = None,
+        replica_of: int | None = None,
+    ) -> None:
         self._binary = require_binary("redis-server", package="redis-server")
         self._persistence = persistence
         self.password = password
+        # A replica of the private Redis on this loopback port, for Sentinel's groups.
+        self.replica_of = replica_of
         self.dir = Path(tempfile.mkdtemp(prefix="jt-redis-", dir="/tmp"))
         self.log_path = self.dir / "redis.log"
         self.port = free_port()
@@ -85,7 +93,9 @@ class PrivateRedis(Managed):
             "--appendonly", "yes" if self._persistence else "no",
         ]  # fmt: skip
         if self.password is not None:
-            command += ["--requirepass", self.password]
+            command += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self._server = Child(f"redis-server :{self.port}", command, log_path=self.log_path)
         at_exit(self, self.cleanup)
         self._server.start()

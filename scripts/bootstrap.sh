@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the janitor and its tests need on a Debian machine, idempotently:
-# Debian packages (dockerd, redis-server, busybox-static for the test image, faketime),
-# uv, and the Python environment exactly as uv.lock pins it.
+# Installs what the janitor and its tests need on a Debian machine, idempotently: Debian
+# packages (dockerd, redis-server and redis-sentinel, busybox-static for the test image,
+# faketime), uv, and the Python environment exactly as uv.lock pins it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# systemd for systemd-analyze, which checks the units in contrib/systemd/.
-packages=(docker.io redis-server busybox-static faketime systemd)
+# systemd for systemd-analyze, which checks the units in contrib/systemd/; redis-sentinel for
+# the Sentinel failover tests.
+packages=(docker.io redis-server redis-sentinel busybox-static faketime systemd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from janitor import failover
 from janitor.children import interrupt_on_signals
 from sandbox.celery_processes import Processes
 from sandbox.daemons import Engine, ExternalDaemon, PrivateDaemon
@@ -39,6 +40,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # A CI job killed on timeout gets SIGTERM, which would skip teardown and atexit alike and
     # leave daemons running; as KeyboardInterrupt it unwinds through both.
     interrupt_on_signals()
+
+
+@pytest.fixture(autouse=True)
+def _forget_redis_masters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker process remembers the Redis master it saw; the tests share one pytest process
+    # and a session Redis that some of them restart, which a worker would rightly read as a
+    # new master (owner leases unknown for a while). Each test starts as a fresh process.
+    monkeypatch.setattr(failover, "_remembered", {})
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ loopback behind a password) so that a new setting or an edit cannot drift from t
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from janitor import service as janitor_service
 from janitor.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,3 +451,30 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies() -> None:
             relative = file.relative_to(ROOT).as_posix()
             if "__pycache__" not in relative:
                 assert not _is_ignored(relative), relative
+
+
+# --- lean workers on a shared Redis ------------------------------------------------------------
+
+LEAN = ["--without-gossip", "--without-mingle"]
+
+
+def test_every_shipped_worker_command_runs_without_gossip_and_mingle(
+    services: dict[str, Any],
+) -> None:
+    compose = _command(services["worker"])
+    (dockerfile,) = _arguments("CMD")
+    unit = (ROOT / "contrib" / "systemd" / "janitor-worker@.service").read_text()
+    joined = unit.replace("\\\n", " ")
+    (exec_start,) = [line for line in joined.splitlines() if line.startswith("ExecStart=")]
+    shipped = {
+        "compose": compose,
+        "Dockerfile": json.loads(dockerfile),
+        "systemd": shlex.split(exec_start),
+    }
+    for where, command in shipped.items():
+        assert set(LEAN) <= set(command), where
+        assert "--without-heartbeat" not in command, f"{where}: Flower's worker view needs it"
+    assert set(LEAN) == set(janitor_service.LEAN_WORKER)
+    assert "*LEAN_WORKER" in inspect.getsource(janitor_service.run), "janitor run's worker"
+    readme = (ROOT / "README.md").read_text()
+    assert "celery -A janitor worker --without-gossip --without-mingle" in readme

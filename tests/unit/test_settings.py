@@ -71,6 +71,8 @@ EXTENSION_VARS = {
     "JANITOR_IMAGE_DISK_BUDGET",
     "JANITOR_IMAGE_MIN_AGE",
     "JANITOR_DOCKER_ROOT",
+    "JANITOR_REDIS_MASTER",
+    "JANITOR_RESULT_TTL",
 }
 # Long enough that no timeout under test trips the interval check.
 ROOMY_INTERVALS = {"JANITOR_KILL_INTERVAL": "30d", "JANITOR_REMOVE_INTERVAL": "30d"}
