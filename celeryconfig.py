@@ -52,8 +52,9 @@ worker_redirect_stdouts = False
 task_queues = (*(Queue(host.queue) for host in _settings.hosts), Queue(_schedule.DEFAULT_QUEUE))
 task_default_queue = _schedule.DEFAULT_QUEUE
 task_routes = ("janitor.celery_app.route_task",)
-# Two sweeps per host (ghosts and stopped) may run side by side; more would only queue.
-worker_concurrency = 2 * len(_settings.hosts)
+# The sweeps of a host (ghosts, stopped, and the unused prune when it is on) may run side by
+# side; more would only queue.
+worker_concurrency = (3 if _settings.prunes else 2) * len(_settings.hosts)
 
 beat_schedule = _schedule.beat_schedule(_settings)
 # Withholds the ticks of a host no live worker serves (janitor.celery_app.FleetScheduler).

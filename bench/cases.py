@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bench import holders as bench_holders
-from bench import worker
+from bench import prune, worker
 from bench.custodian import Custodian
 from bench.harness import (
     JANITOR,
@@ -69,14 +69,15 @@ class Scale:
     worker_sweep: int = 3000
     # Containers of the holders case, in a tenth as many projects.
     holders: int = 200
+    unused: int = 500
 
     @classmethod
     def quick(cls, hosts: int) -> Scale:
-        return cls(300, 50, 50, 1000, 60, 300, hosts, 200, 1000, 60)
+        return cls(300, 50, 50, 1000, 60, 300, hosts, 200, 1000, 60, 100)
 
     @classmethod
     def uniform(cls, size: int, hosts: int) -> Scale:
-        return cls(size, size, size, size, size, size, hosts, size, size, size)
+        return cls(size, size, size, size, size, size, hosts, size, size, size, size)
 
 
 @dataclass
@@ -714,4 +715,5 @@ CASES: dict[str, Callable[[Context], Figures]] = {
     "hosts": hosts,
     "worker": footprint,
     "holders": namespace_holders,
+    "unused": prune.unused,
 }

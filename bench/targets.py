@@ -123,7 +123,20 @@ def evaluate(cases: Figures) -> Table:
         _hosts(table, cases["hosts"])
     if "worker" in cases:
         _worker(table, cases["worker"])
+    if "unused" in cases:
+        _unused(table, cases["unused"])
     return table
+
+
+def _unused(table: Table, figures: Figures) -> None:
+    tools = {name: tool["median"] for name, tool in figures["tools"].items()}
+    janitor, prune = tools["janitor"], tools["prune"]
+    what = f"{figures['count']} images + {figures['count']} volumes: removed/s"
+    mine, anchor = f"{janitor['per_s']:.0f}/s", f"image + volume prune {prune['per_s']:.0f}/s"
+    ratio = _ratio(janitor["per_s"], prune["per_s"])
+    table.target("unused", what, mine, anchor, ratio=ratio, bound=AT_LEAST, threshold=1.0)
+    first = f"{janitor['first_sweep_s']:.2f} s"
+    table.info("unused", "the janitor's first sweep (sees them unused)", first)
 
 
 _BACKLOG_TARGETS = {"dcgc": 2.5, "prune": 1.2}

@@ -14,11 +14,11 @@ from typing import TextIO
 
 import redis
 
-from janitor import fleet, keys, logs
+from janitor import fleet, keys, logs, pressure
 from janitor.dockerhost import DaemonInfo, DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.locks import REDIS_ERRORS
-from janitor.model import Outcome, Status, SweepNotRun, SweepReport, Task
+from janitor.model import HostConfig, Outcome, Status, SweepNotRun, SweepReport, Task
 from janitor.pacing import SPAWN_WINDOW
 from janitor.redisconn import redis_client
 from janitor.settings import Settings, load_settings
@@ -30,8 +30,10 @@ DISTRIBUTION = "container-janitor"
 TASK_CHOICES: dict[str, tuple[Task, ...]] = {
     "kill-ghosts": (Task.KILL_GHOSTS,),
     "remove-stopped": (Task.REMOVE_STOPPED,),
-    # Ghosts first: a ghost killed now is a stopped container for a later sweep.
-    "all": (Task.KILL_GHOSTS, Task.REMOVE_STOPPED),
+    "prune-unused": (Task.PRUNE_UNUSED,),
+    # Ghosts first: a ghost killed now is a stopped container for a later sweep, whose
+    # removal leaves its image and volumes unused for a later prune.
+    "all": (Task.KILL_GHOSTS, Task.REMOVE_STOPPED, Task.PRUNE_UNUSED),
 }
 # Enough to see what a sweep did at a glance; --json has every action.
 SHOWN_ACTIONS = 20
@@ -117,6 +119,9 @@ def _sweep(args: argparse.Namespace) -> int:
     for name in names:
         settings.host(name)  # an unknown name is a configuration error before any sweep
     tasks = TASK_CHOICES[args.task]
+    if args.task == "all" and not settings.prunes:
+        # Opt-in: an upgrade must not start deleting images or volumes on its own.
+        tasks = tuple(task for task in tasks if task is not Task.PRUNE_UNUSED)
     client = _redis_or_none(settings)
 
     def sweep_one_host(name: str) -> list[SweepReport]:
@@ -254,7 +259,8 @@ def _check(args: argparse.Namespace) -> int:
         ping_ms = (time.monotonic() - started) * 1000
         checks.append(Check(redis_subject, True, f"PING in {ping_ms:.1f} ms"))
     try:
-        checks += [_check_host(settings, config.name, client) for config in settings.hosts]
+        for config in settings.hosts:
+            checks += _check_host(settings, config.name, client)
     finally:
         if client is not None:
             client.close()
@@ -286,7 +292,7 @@ def _check_configuration(settings: Settings) -> Check:
     )
 
 
-def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None) -> Check:
+def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None) -> list[Check]:
     config = settings.host(name)
     subject = f"host {name} {config.url}"
     with DockerHost(config, timeout=settings.docker_timeout) as docker:
@@ -294,13 +300,59 @@ def _check_host(settings: Settings, name: str, client: redis.Redis[bytes] | None
             info = docker.info()
             managed = len(docker.list_containers(settings.selector))
         except HostError as exc:
-            return Check(subject, False, str(exc))
-        events_ok, events = _check_events(settings, docker, info)
+            return [Check(subject, False, str(exc))]
+        events = _check_events(settings, docker, info)
+    daemon = _check_daemon(
+        subject, info, managed, settings, client=client, name=name, events=events
+    )
+    return [daemon, *_check_docker_root(settings, config, info)]
+
+
+def _check_docker_root(settings: Settings, config: HostConfig, info: DaemonInfo) -> list[Check]:
+    """Whether a percentage disk budget can be measured here; no line when none is set."""
+    budget = settings.image_disk_budget
+    if budget is None or budget.share is None:
+        return []
+    subject = f"docker root of {config.name}"
+    root = pressure.docker_root(settings.docker_root, config, info.docker_root)
+    if root is None:
+        why = (
+            "a tcp host's filesystem is not visible here"
+            if config.is_tcp
+            else f"the daemon's DockerRootDir {info.docker_root or '(none)'} is not one here"
+        )
+        return [
+            Check(
+                subject,
+                False,
+                f"JANITOR_IMAGE_DISK_BUDGET={budget} cannot be measured: {why}; set "
+                "JANITOR_DOCKER_ROOT or give a size",
+            )
+        ]
+    try:
+        capacity = pressure.read_disk(root).capacity
+    except OSError as exc:
+        return [Check(subject, False, f"{root}: {exc}")]
+    allowed = budget.bytes_of(capacity) or 0
+    return [Check(subject, True, f"{root}: {capacity} bytes, image budget {allowed} bytes")]
+
+
+def _check_daemon(
+    subject: str,
+    info: DaemonInfo,
+    managed: int,
+    settings: Settings,
+    *,
+    client: redis.Redis[bytes] | None,
+    name: str,
+    events: tuple[bool, str],
+) -> Check:
+    events_ok, events_seen = events
     skew = info.now.timestamp() - time.time()
     message = (
         f"{info.engine}, daemon {info.id}, "
         f"{managed} container(s) under selector {settings.selector}, "
-        f"clock {skew:+.1f}s from this machine, {events}"
+        f"clock {skew:+.1f}s from this machine, {events_seen}"
     )
     recorded = client.get(keys.daemon_identity(name)) if client is not None else None
     if recorded is not None and recorded.decode() != info.id:

@@ -8,9 +8,31 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from janitor.model import HostConfig, Selector
+from pydantic import BeforeValidator, PlainSerializer
+
+from janitor.model import DiskBudget, HostConfig, Selector
+from janitor.vocabulary import SIZE_FORMS, format_duration, parse_duration, parse_size
+
+
+def _duration_input(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return parse_duration(str(value))
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration_input),
+    PlainSerializer(format_duration, return_type=str),
+]
+
 
 HOST_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 SELECTOR_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
@@ -145,3 +167,43 @@ def is_loopback(hostname: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
+
+
+def parse_disk_budget(value: object) -> object:
+    """`500MiB`, `50GB` or `80%`; an empty value is no budget."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"not a size: use {SIZE_FORMS}") from None
+        if not 0 < share <= 1:
+            raise ValueError("a percentage must be above 0% and at most 100%")
+        return DiskBudget(share=share)
+    size = parse_size(text)
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return DiskBudget(size=size)
+
+
+def check_pruning(
+    interval: timedelta,
+    budget: DiskBudget | None,
+    docker_root: Path | None,
+    tcp_hosts: list[str],
+) -> None:
+    """The prune's settings together: a share of a filesystem needs that filesystem seen."""
+    if timedelta(0) < interval < timedelta(seconds=1):
+        raise ValueError("JANITOR_PRUNE_INTERVAL must be 0 (off) or at least 1s")
+    if docker_root is not None and not docker_root.is_dir():
+        raise ValueError(f"JANITOR_DOCKER_ROOT={str(docker_root)!r}: no directory there")
+    if budget is not None and budget.share is not None and docker_root is None and tcp_hosts:
+        raise ValueError(
+            f"JANITOR_IMAGE_DISK_BUDGET={budget} is a share of the Docker root filesystem, "
+            f"which this worker cannot see for tcp host(s) {', '.join(tcp_hosts)}: set "
+            "JANITOR_DOCKER_ROOT to where it is mounted here, or give a size (500MiB, 50GB)"
+        )

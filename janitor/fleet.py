@@ -106,7 +106,10 @@ def fleet_status(
     """Redis's clock and every (host, task) that is configured here or has a last report."""
     now = redis_now(client)
     configured = {host.name for host in settings.hosts}
-    pairs = {(host, task.value) for host in configured for task in Task}
+    # The unused prune is expected only where it is turned on; a prune run on request still
+    # shows through its last report.
+    expected = [t for t in Task if t is not Task.PRUNE_UNUSED or settings.prunes]
+    pairs = {(host, task.value) for host in configured for task in expected}
     for raw in client.scan_iter(match=keys.LAST_REPORT_PREFIX + "*", count=1000):
         host, _, task = raw.decode().removeprefix(keys.LAST_REPORT_PREFIX).partition(":")
         pairs.add((host, task))

@@ -19,7 +19,7 @@ from prometheus_client import (
     values,
 )
 
-from janitor.model import Status, SweepReport
+from janitor.model import Status, SweepReport, Task
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(
     values.ValueClass, "_multiprocess", False
@@ -83,6 +83,11 @@ UNDER_PRESSURE = Gauge(
     ["host"],
     multiprocess_mode="mostrecent",
 )
+RECLAIMED = Counter(
+    "janitor_reclaimed_bytes_total",
+    "Bytes freed by removals, by kind (container: 0, its SizeRw is not read)",
+    ["host", "kind"],
+)
 
 
 def record(report: SweepReport) -> None:
@@ -96,6 +101,11 @@ def record(report: SweepReport) -> None:
         ACTIONS.labels(outcome=outcome, reason=reason, **labels).inc(count)
     if report.status is Status.OK and report.daemon_time is not None:
         LAST_SUCCESS.labels(**labels).set(report.daemon_time.timestamp())
+    for kind, freed in report.reclaimed.items():
+        RECLAIMED.labels(host=report.host, kind=kind).inc(freed)
+    if report.task is Task.REMOVE_STOPPED:
+        # Present from the first sweep, so a dashboard's rate() has a series to start from.
+        RECLAIMED.labels(host=report.host, kind="container").inc(0)
     if report.census:
         for state in set(report.census) | {"running", "exited", "created"}:
             MANAGED.labels(host=report.host, state=state).set(report.census.get(state, 0))

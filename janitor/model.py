@@ -22,11 +22,15 @@ class State(StrEnum):
 class Task(StrEnum):
     KILL_GHOSTS = "kill-ghosts"
     REMOVE_STOPPED = "remove-stopped"
+    PRUNE_UNUSED = "prune-unused"
 
 
 class Verb(StrEnum):
     KILL = "kill"
     REMOVE = "remove"
+    REMOVE_IMAGE = "remove-image"
+    REMOVE_VOLUME = "remove-volume"
+    REMOVE_NETWORK = "remove-network"
 
 
 class Outcome(StrEnum):
@@ -55,6 +59,8 @@ class Reason(StrEnum):
     DEAD_PAST_GRACE = "dead_past_grace"
     HOLDER_ORPHANED = "holder_orphaned"
     BAD_LABEL = "bad_label"
+    UNUSED_PAST_GRACE = "unused_past_grace"
+    OVER_DISK_BUDGET = "over_disk_budget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,23 @@ class Selector:
         if self.key is None:
             return "*"
         return self.key if self.value is None else f"{self.key}={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class DiskBudget:
+    """The in-scope images' allowance: a number of bytes, or a share of the Docker root fs."""
+
+    size: int | None = None
+    share: float | None = None
+
+    def bytes_of(self, capacity: int | None) -> int | None:
+        """The budget in bytes on a filesystem of `capacity`; None when that is unknown."""
+        if self.size is not None:
+            return self.size
+        return None if capacity is None or self.share is None else int(capacity * self.share)
+
+    def __str__(self) -> str:
+        return f"{self.size} bytes" if self.size is not None else f"{(self.share or 0):.0%}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +253,8 @@ class SweepReport:
     error: str = ""
     # Containers under the selector by state, for the metrics; not part of the JSON report.
     census: Mapping[str, int] = field(default_factory=dict)
+    # Bytes the done actions freed, by kind (container, image, volume), for the metrics.
+    reclaimed: Mapping[str, int] = field(default_factory=dict)
     # Holders spared for their dependents: not actions, so counted on the sweep_finished line.
     held: int = 0
 

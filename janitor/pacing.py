@@ -156,18 +156,21 @@ def check_pressure(tick: Tick, client: redis.Redis[bytes]) -> bool:
     if settings.pressure_high <= 0 or not pressure.can_read(tick.host):
         return False
     try:
-        reading = pressure.read(settings.proc_root)
+        reading = pressure.read(settings.proc_root, root=tick.docker_root())
     except (OSError, ValueError, KeyError) as exc:
         log.warning("pressure_unreadable", host=host_name, error=str(exc))
         return False
-    metrics.PRESSURE.labels(host=host_name, resource="memory").set(reading.memory)
-    metrics.PRESSURE.labels(host=host_name, resource="cpu").set(reading.cpu)
+    shares = {"memory": reading.memory, "cpu": reading.cpu}
+    if reading.disk is not None:
+        shares |= {"disk_blocks": reading.disk.blocks, "disk_inodes": reading.disk.inodes}
+    for resource, share in shares.items():
+        metrics.PRESSURE.labels(host=host_name, resource=resource).set(share)
     key = keys.pacing("pressure", host_name)
     was_under = bool(client.exists(key))
     under = is_under_pressure(
         reading.peak, was_under, settings.pressure_high, settings.pressure_low
     )
-    fields = {"host": host_name, "memory": round(reading.memory, 3), "cpu": round(reading.cpu, 3)}
+    fields = {"host": host_name, **{name: round(share, 3) for name, share in shares.items()}}
     if under and not was_under:
         client.set(key, "1")
         log.warning("pressure_high", high=settings.pressure_high, **fields)
@@ -178,9 +181,12 @@ def check_pressure(tick: Tick, client: redis.Redis[bytes]) -> bool:
     return under
 
 
-def claim_pressure_sweep(client: redis.Redis[bytes], host_name: str, hold: timedelta) -> bool:
-    """True for the one caller that should start an early stopped sweep in this episode tick."""
-    return bool(client.set(keys.pacing("pressure-sweep", host_name), "1", nx=True, px=_ms(hold)))
+def claim_pressure_sweep(
+    client: redis.Redis[bytes], host_name: str, hold: timedelta, what: str = "pressure-sweep"
+) -> bool:
+    """True for the one caller that should start an early sweep (the stopped one, or `what`
+    names another) in this episode tick."""
+    return bool(client.set(keys.pacing(what, host_name), "1", nx=True, px=_ms(hold)))
 
 
 def _ms(duration: timedelta) -> int:

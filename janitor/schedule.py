@@ -12,6 +12,7 @@ from janitor.settings import Settings, hard_limit, soft_limit
 TASK_NAMES = {
     Task.KILL_GHOSTS: "janitor.kill_ghosts",
     Task.REMOVE_STOPPED: "janitor.remove_stopped",
+    Task.PRUNE_UNUSED: "janitor.prune_unused",
 }
 DEFAULT_QUEUE = "janitor"
 
@@ -47,10 +48,13 @@ def time_limits(settings: Settings, task: Task) -> TimeLimits:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """One entry per (task, host), each on its own interval, routed to the host's queue."""
+    """One entry per (task, host), each on its own interval, routed to the host's queue; the
+    unused prune only when JANITOR_PRUNE_INTERVAL turns it on."""
     schedule: dict[str, dict[str, Any]] = {}
     for host in settings.hosts:
         for task, task_name in TASK_NAMES.items():
+            if task is Task.PRUNE_UNUSED and not settings.prunes:
+                continue
             limits = time_limits(settings, task)
             schedule[f"{task.value}:{host.name}"] = {
                 "task": task_name,

@@ -11,16 +11,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BeforeValidator,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from janitor.config_syntax import (
+    Duration,
     is_loopback,
     is_sentinel_url,
     parse_hosts,
@@ -30,7 +29,8 @@ from janitor.config_syntax import (
 )
 from janitor.errors import ConfigError
 from janitor.model import HostConfig, Rules, Selector, TLSConfig
-from janitor.vocabulary import format_duration, parse_duration
+from janitor.settings_prune import PRUNE_ON_REQUEST_INTERVAL, PruneSettings
+from janitor.vocabulary import format_duration
 
 ENV_PREFIX = "JANITOR_"
 
@@ -41,22 +41,7 @@ REDIS_FORMS = (
 BOOL_FORMS = "true/false, 1/0, yes/no or on/off"
 
 
-def _duration_input(value: object) -> object:
-    if isinstance(value, str):
-        return parse_duration(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return parse_duration(str(value))
-    return value
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_duration_input),
-    PlainSerializer(format_duration, return_type=str),
-]
-
-
-class Settings(BaseSettings):
+class Settings(PruneSettings):
     """Every JANITOR_* variable of the contract, validated once at start."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
@@ -228,7 +213,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1s")
         return value
 
-    @field_validator("max_runtime", "stopped_grace", "created_grace")
+    @field_validator("max_runtime", "stopped_grace", "created_grace", "unused_grace")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -247,10 +232,14 @@ class Settings(BaseSettings):
                 f"JANITOR_PRESSURE_LOW={self.pressure_low} must be below "
                 f"JANITOR_PRESSURE_HIGH={self.pressure_high}"
             )
-        for task_interval, name, worst_call in (
+        self._check_pruning([h.name for h in self.hosts if h.is_tcp])
+        intervals = [
             (self.kill_interval, "kill_interval", self.docker_timeout + self.stop_timeout),
             (self.remove_interval, "remove_interval", self.docker_timeout),
-        ):
+        ]
+        if self.prunes:
+            intervals.append((self.prune_interval, "prune_interval", self.docker_timeout))
+        for task_interval, name, worst_call in intervals:
             if worst_call >= soft_limit(task_interval):
                 raise ValueError(
                     f"{_var(name)}={format_duration(task_interval)} leaves a soft time limit "
@@ -325,6 +314,9 @@ class Settings(BaseSettings):
         )
 
     def interval(self, task_name: str) -> timedelta:
+        """The task's beat interval; a prune that is off but run on request gets an hour."""
+        if task_name == "prune-unused":
+            return self.prune_interval or PRUNE_ON_REQUEST_INTERVAL
         return self.kill_interval if task_name == "kill-ghosts" else self.remove_interval
 
     @property

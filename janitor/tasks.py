@@ -66,6 +66,15 @@ def kill_ghosts(host: str) -> dict[str, object]:
             if under and pacing.claim_pressure_sweep(_redis(), host, interval):
                 log.info("pressure_sweep_started", host=host)
                 remove_stopped.apply_async(args=(host,), expires=interval.total_seconds())
+            # A full disk is what unused images and volumes fill: prune early too, when the
+            # operator turned pruning on. Early only: the grace stays what it is.
+            if (
+                under
+                and tick.settings.prunes
+                and pacing.claim_pressure_sweep(_redis(), host, interval, "pressure-prune")
+            ):
+                log.info("pressure_prune_started", host=host)
+                prune_unused.apply_async(args=(host,), expires=interval.total_seconds())
         except REDIS_ERRORS as exc:
             log.warning("pressure_unchecked", host=host, error=str(exc))
     return result
@@ -89,3 +98,11 @@ def remove_stopped(host: str) -> dict[str, object]:
             deferred = SweepNotRun(Task.REMOVE_STOPPED, host, Status.DEFERRED, notes=plan.notes)
             return deferred.to_dict()
         return _sweep(tick.with_settings(plan.settings), plan.notes)
+
+
+@app.task(name="janitor.prune_unused")
+def prune_unused(host: str) -> dict[str, object]:
+    """Remove the in-scope images, volumes and networks of one configured host that no
+    container refers to, past JANITOR_UNUSED_GRACE or over JANITOR_IMAGE_DISK_BUDGET."""
+    with open_tick(cached_settings(), host, Task.PRUNE_UNUSED, _redis()) as tick:
+        return _sweep(tick)

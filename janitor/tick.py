@@ -11,15 +11,18 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import redis
 import structlog
 
-from janitor import failover, firstseen
+from janitor import failover, firstseen, pressure
 from janitor import lease as owner_leases
 from janitor.dockerhost import DaemonInfo, DockerHost, own_container_ids
+from janitor.dockerhost.resources import ResourceHost
 from janitor.errors import ContainerError, HostError, LeaseHeldError
 from janitor.kinds import DeadLeaseLookup, FirstSeenLookup, sweep_containers
+from janitor.kinds_unused import sweep_unused
 from janitor.locks import Lease, NoLease, RedisLease, check_daemon_identity
 from janitor.model import (
     HostConfig,
@@ -32,6 +35,7 @@ from janitor.model import (
 )
 from janitor.settings import Settings
 from janitor.sweep import ReportHeader, SweepOptions
+from janitor.unused import UnusedRules
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +69,14 @@ class Tick:
         if isinstance(self._info, HostError):
             raise self._info
         return self._info
+
+    def docker_root(self) -> Path | None:
+        """Where this worker sees the host's Docker root filesystem; None where it cannot."""
+        try:
+            daemon_root = self.daemon_info().docker_root
+        except HostError:
+            daemon_root = ""  # the sweep reports the host; this reading goes without it
+        return pressure.docker_root(self.settings.docker_root, self.host, daemon_root)
 
     def with_settings(self, settings: Settings) -> Tick:
         """The same tick run with other settings (pacing tightens or slows a sweep)."""
@@ -107,19 +119,65 @@ def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
         # compose project the janitor cannot tell its own containers, so it sweeps nothing.
         return _finished(tick, header.report(Status.FAILED, None, error=str(exc)))
     try:
-        report = sweep_containers(
-            tick.docker,
-            rules,
-            options,
-            lease,
-            info.now,
-            header=header,
-            dead_leases=_lease_lookup(tick),
-            first_seen=_first_seen_lookup(tick),
-        )
+        if tick.task is Task.PRUNE_UNUSED:
+            report = _prune(tick, header, options, lease, info)
+        else:
+            report = sweep_containers(
+                tick.docker,
+                rules,
+                options,
+                lease,
+                info.now,
+                header=header,
+                dead_leases=_lease_lookup(tick),
+                first_seen=_first_seen_lookup(tick),
+            )
     finally:
         lease.release()
     return _finished(tick, report)
+
+
+def _prune(
+    tick: Tick, header: ReportHeader, options: SweepOptions, lease: Lease, info: DaemonInfo
+) -> SweepReport:
+    try:
+        rules = _unused_rules(tick)
+    except HostError as exc:
+        return header.report(Status.FAILED, info.now, error=str(exc))
+    first_seen = _first_seen_lookup(tick)
+    resources = ResourceHost(tick.docker)
+    return sweep_unused(
+        resources, rules, options, lease, info.now, header=header, first_seen=first_seen
+    )
+
+
+def _unused_rules(tick: Tick) -> UnusedRules:
+    """The prune's rules, with a disk budget given as a share turned into bytes here."""
+    settings = tick.settings
+    budget = settings.image_disk_budget
+    image_budget = None
+    if budget is not None:
+        capacity = None
+        if budget.share is not None:
+            root = tick.docker_root()
+            try:
+                capacity = pressure.read_disk(root).capacity if root is not None else None
+            except OSError:
+                capacity = None
+            if capacity is None:
+                raise HostError(
+                    f"JANITOR_IMAGE_DISK_BUDGET={budget} needs the Docker root filesystem, "
+                    f"which this worker cannot see (the daemon's DockerRootDir "
+                    f"{tick.daemon_info().docker_root or '(none)'} is not one here): set "
+                    "JANITOR_DOCKER_ROOT to where it is mounted, or give a size"
+                )
+        image_budget = budget.bytes_of(capacity)
+    return UnusedRules(
+        selector=settings.selector,
+        grace=settings.unused_grace,
+        budget_min_age=settings.image_min_age,
+        image_budget=image_budget,
+    )
 
 
 def sweep_host(
@@ -173,9 +231,12 @@ def _first_seen_lookup(tick: Tick) -> FirstSeenLookup | None:
     settings = tick.settings
     # Refreshed by every sweep of its task that sees the item; it only has to outlive the
     # longest grace plus a few missed ticks, after which an item nobody looked at starts
-    # again from "now": dead containers for the stopped task, orphaned holders for ghosts.
+    # again from "now": dead containers for the stopped task, orphaned holders for ghosts,
+    # unused images, volumes and networks for the prune.
     if tick.task is Task.KILL_GHOSTS:
         ttl = settings.holder_grace + 3 * settings.kill_interval
+    elif tick.task is Task.PRUNE_UNUSED:
+        ttl = settings.unused_grace + 3 * settings.interval(tick.task.value)
     else:
         ttl = max(settings.stopped_grace, settings.created_grace) + 3 * settings.remove_interval
     return functools.partial(firstseen.first_seen, tick.redis, tick.host.name, ttl=ttl)

@@ -38,11 +38,27 @@ class Detail(StrEnum):
     RESTARTED_SINCE_DECISION = "restarted_since_decision"
     RAN_SINCE_DECISION = "ran_since_decision"
     NO_LONGER_ELIGIBLE = "no_longer_eligible"
+    IN_USE_SINCE_DECISION = "in_use_since_decision"
     HOLDER_IN_USE = "holder_in_use"
     # A kill that was done on an engine that cannot clear a restart policy (Podman < 5.1).
     RESTART_POLICY_KEPT = "restart_policy_kept"
     # A 404 from an action, while a fresh inspect still finds the container: never `gone`.
     STILL_THERE_AFTER_404 = "still_there_after_404"
+
+
+SIZE_FORMS = "a size such as 500MiB, 50GB, 2TiB or plain bytes, or a percentage such as 80%"
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `500MiB`, `50GB`, `10g` or plain bytes; ValueError names the forms."""
+    match = _SIZE.match(text.strip()) if text.strip().isascii() else None
+    if match is None:
+        raise ValueError(f"not a size: use {SIZE_FORMS}")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    base = 1024 if "i" in unit else 1000
+    power = "bkmgt".index(unit[0]) if unit else 0
+    return int(number * base**power)
 
 
 DURATION_FORMS = "90s, 30m, 2h, 7d, 1h30m, plain seconds (300) or ISO 8601 (PT2H, P1DT2H)"

@@ -37,6 +37,7 @@ def test_dashboard_is_importable_and_uses_only_real_metrics() -> None:
         "janitor_sweeps_total",
         "janitor_sweep_duration_seconds_bucket",
         "janitor_managed_containers",
+        "janitor_reclaimed_bytes_total",
     ):
         assert contract_metric in used
     ids = [p["id"] for p in dashboard["panels"]]

@@ -210,6 +210,8 @@ def test_passed_through_variables_default_to_unset(services: dict[str, Any]) -> 
         "JANITOR_TLS_CA_CERT",
         "JANITOR_TLS_CLIENT_CERT",
         "JANITOR_TLS_CLIENT_KEY",
+        "JANITOR_IMAGE_DISK_BUDGET",
+        "JANITOR_DOCKER_ROOT",
     ]
     for name in passed_through:
         assert Settings.model_fields[name.removeprefix(ENV_PREFIX).lower()].default is None

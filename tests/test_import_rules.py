@@ -57,6 +57,8 @@ def test_the_tree_keeps_every_rule() -> None:
         ("policy.py", "import janitor.settings", PURE),
         ("model.py", "import redis", PURE),
         ("vocabulary.py", "from janitor import keys", PURE),
+        ("unused.py", "from janitor import firstseen", PURE),
+        ("unused.py", "import structlog", PURE),
         ("sweep.py", "import celery", CELERY),
         ("newroom.py", "from kombu import Queue", CELERY),
         ("sweep.py", "from janitor.tasks import kill_ghosts", CELERY_LAYER),

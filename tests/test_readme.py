@@ -8,6 +8,7 @@ from pathlib import Path
 
 from janitor.model import HostConfig, Selector
 from janitor.settings import Settings
+from janitor.settings_prune import PruneSettings
 from janitor.vocabulary import format_duration
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -30,7 +31,11 @@ def _shown(value: object) -> str:
 
 def expected_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    # Pydantic lists a base class's fields first; the prune's part reads best after the rest.
+    fields = sorted(
+        Settings.model_fields.items(), key=lambda kv: kv[0] in PruneSettings.model_fields
+    )
+    for name, field in fields:
         default = _shown(field.default)
         rows.append(f"| `JANITOR_{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(rows)

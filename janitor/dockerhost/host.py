@@ -72,6 +72,8 @@ class DaemonInfo:
     containers: int
     server_version: str
     engine: Engine
+    # Where the daemon keeps its data, on its own filesystem (empty when it does not say).
+    docker_root: str = ""
 
 
 def engine_of(ping_headers: Mapping[str, str]) -> Engine:
@@ -185,6 +187,7 @@ class DockerHost:
             containers=int(raw.get("Containers", 0)),
             server_version=str(raw.get("ServerVersion", "")),
             engine=engine,
+            docker_root=str(raw.get("DockerRootDir", "")),
         )
 
     def list_containers(self, selector: Selector) -> list[Summary]:

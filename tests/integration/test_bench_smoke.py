@@ -1,7 +1,8 @@
 """The benchmark, shrunk to seconds, so it cannot rot: every case runs its code path with the
-janitor, `docker container prune` and the serial SDK loops, and the spike case's service rows
-with a real worker and beat on a private Redis; only the structure of its JSON is asserted,
-never a timing. dcgc and dcstop are left out: installing them needs the network."""
+janitor, `docker container prune`, `docker image prune` with `docker volume prune`, and the
+serial SDK loops, and the spike case's service rows with a real worker and beat on a private
+Redis; only the structure of its JSON is asserted, never a timing. dcgc and dcstop are left
+out: installing them needs the network."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE = 20
 HOSTS = 2
-CASES = {"backlog", "ghosts", "idle", "spike", "hosts", "worker", "holders"}
+CASES = {"backlog", "ghosts", "idle", "spike", "hosts", "worker", "holders", "unused"}
 
 
 def _positive_numbers(figures: dict[str, Any], keys: set[str]) -> None:
@@ -128,8 +129,15 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
 
     _holders(cases["holders"])
 
+    unused = cases["unused"]
+    assert unused["count"] == SIZE
+    _tools(unused, {"janitor", "prune"}, {"wall_s", "per_s"})
+    _positive_numbers(unused["tools"]["janitor"]["median"], {"first_sweep_s", "duration_s"})
+
     verdicts = {(v["case"], v["name"]) for v in document["targets"]}
-    assert {case for case, _ in verdicts} == {"backlog", "ghosts", "idle", "spike", "hosts"}
+    assert {case for case, _ in verdicts} == {
+        "backlog", "ghosts", "idle", "spike", "hosts", "unused",
+    }  # fmt: skip
     assert any(name.startswith("service_pacing_on") for case, name in verdicts if case == "spike")
     machine = document["meta"]["machine"]
     assert machine["nproc"] > 0

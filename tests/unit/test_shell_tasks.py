@@ -16,9 +16,10 @@ import redis
 from structlog.testing import capture_logs
 from support.fakehost import NOW, FakeHost, container, emitted, settings_for
 
-from janitor import keys, tasks, tick
+from janitor import keys, pressure, tasks, tick
 from janitor.errors import UnknownHostError
-from janitor.model import State
+from janitor.model import State, Status
+from janitor.sweep import ReportHeader
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 
@@ -143,3 +144,41 @@ def test_a_spike_longer_than_max_defer_forces_the_sweep_one_at_a_time(
     assert result["forced"] is True
     assert result["counts"] == {"done": 1}
     emitted(logs, "sweep_forced", deferred_s=660.0)
+
+
+@pytest.mark.parametrize("prune_interval", ["0", "10m"])
+def test_a_filling_docker_root_starts_the_stopped_sweep_and_an_enabled_prune_early(
+    harness: Harness, redis_url: str, tmp_path: Path, prune_interval: str
+) -> None:
+    root = tmp_path / "docker-root"
+    root.mkdir()
+    harness.configure(
+        redis_url, pressure_high=0.8, docker_root=str(root), prune_interval=prune_interval
+    )
+    prunes: list[dict[str, Any]] = []
+    harness.monkeypatch.setattr(tasks.prune_unused, "apply_async", lambda **kw: prunes.append(kw))
+    full = pressure.DiskReading(blocks=0.5, inodes=0.95, capacity=10**9)
+    harness.monkeypatch.setattr(pressure, "read_disk", lambda path: full if path == root else None)
+    with capture_logs() as logs:
+        tasks.kill_ghosts("alpha")
+    emitted(logs, "pressure_high", disk_inodes=0.95, memory=0.1)
+    emitted(logs, "pressure_sweep_started", host="alpha")
+    if prune_interval == "0":
+        assert prunes == [], "pruning is opt-in, pressure or not"
+        assert not [e for e in logs if e["event"] == "pressure_prune_started"]
+    else:
+        emitted(logs, "pressure_prune_started", host="alpha")
+        assert [p["args"] for p in prunes] == [("alpha",)]
+
+
+def test_the_prune_task_returns_its_report(harness: Harness, redis_url: str) -> None:
+    harness.configure(redis_url)
+    harness.monkeypatch.setattr(
+        tick,
+        "sweep_unused",
+        lambda resources, rules, options, lease, now, **_: ReportHeader(
+            options.task, resources.name, options.dry_run
+        ).report(Status.OK, now),
+    )
+    result = tasks.prune_unused("alpha")
+    assert (result["task"], result["status"]) == ("prune-unused", "ok")
