@@ -707,6 +707,11 @@ def namespace_holders(ctx: Context) -> Figures:
     return bench_holders.measure(count, max(1, count // 10), ctx.say)
 
 
+def unused(ctx: Context) -> Figures:
+    """Unused images and volumes against docker's two prune commands (bench.prune)."""
+    return prune.measure(ctx.main, ctx.scale.unused, ctx.rounds, ctx.say)
+
+
 CASES: dict[str, Callable[[Context], Figures]] = {
     "backlog": backlog,
     "ghosts": ghosts,
@@ -715,5 +720,5 @@ CASES: dict[str, Callable[[Context], Figures]] = {
     "hosts": hosts,
     "worker": footprint,
     "holders": namespace_holders,
-    "unused": prune.unused,
+    "unused": unused,
 }

@@ -8,8 +8,9 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.harness import (
     MANAGED,
@@ -27,19 +28,15 @@ from bench.harness import (
 )
 from sandbox.redisserver import PrivateRedis
 
-if TYPE_CHECKING:
-    from bench.cases import Context
-
 Figures = dict[str, Any]
 TOOLS = ("janitor", "prune")
 # The janitor's grace in the bench; the planted items wait a little longer before the sweep.
 GRACE_S = 1.0
 
 
-def unused(ctx: Context) -> Figures:
+def measure(host: Host, count: int, rounds: int, say: Callable[[str], None]) -> Figures:
     """Unused images and volumes removed per second, the janitor's two sweeps (the one that
     first sees them unused, then the one past the grace) against the two prune commands."""
-    host, count = ctx.main, ctx.scale.unused
     per_tool: dict[str, list[Figures]] = {tool: [] for tool in TOOLS}
     with PrivateRedis() as redis_server:
         env = janitor_env(
@@ -49,12 +46,12 @@ def unused(ctx: Context) -> Figures:
             max_actions=str(4 * count),
             concurrency="8",
         )
-        for round_no in range(ctx.rounds):
+        for round_no in range(rounds):
             order = TOOLS if round_no % 2 == 0 else TOOLS[::-1]
             for tool in order:
                 redis_server.flush()
                 _plant(host, count)
-                ctx.say(f"unused {count} images + {count} volumes: {tool}, round {round_no + 1}")
+                say(f"unused {count} images + {count} volumes: {tool}, round {round_no + 1}")
                 if tool == "janitor":
                     per_tool[tool].append(_janitor(host, env, count))
                 else:
