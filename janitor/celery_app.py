@@ -144,6 +144,9 @@ class _LiveWorkerMark:
 
     def start(self, worker: str) -> None:
         self._worker = worker
+        # The first mark is written before the worker says it is ready, so that a beat
+        # started on that word never withholds the worker's first ticks.
+        self._mark()
         self._thread = threading.Thread(target=self._refresh, daemon=True, name="live-worker")
         self._thread.start()
 
@@ -157,16 +160,17 @@ class _LiveWorkerMark:
         except REDIS_ERRORS as exc:
             log.warning("live_worker_unmarked", error=str(exc))
 
+    def _mark(self) -> None:
+        try:
+            fleet.mark_worker_alive(_fleet_redis(), _host_names(), self._worker)
+        except REDIS_ERRORS as exc:
+            # Redis is down or failing over: the next refresh tries again.
+            log.warning("live_worker_unmarked", error=str(exc))
+
     def _refresh(self) -> None:
         period = fleet.LIVE_WORKER_REFRESH.total_seconds()
-        while True:
-            try:
-                fleet.mark_worker_alive(_fleet_redis(), _host_names(), self._worker)
-            except REDIS_ERRORS as exc:
-                # Redis is down or failing over: the next refresh tries again.
-                log.warning("live_worker_unmarked", error=str(exc))
-            if self._stop.wait(period):
-                return
+        while not self._stop.wait(period):
+            self._mark()
 
 
 def _host_names() -> list[str]:
@@ -189,16 +193,15 @@ def _unmark_live_worker(**_: Any) -> None:
 class FleetScheduler(PersistentScheduler):
     """Beat's scheduler, withholding the ticks of a host that no live worker serves: its
     queue would only grow (Redis cannot expire list items) until a worker came back to a pile
-    of stale ticks."""
+    of stale ticks. The check comes before Celery's "Sending due task" line, so that line
+    is logged only for a tick that is sent."""
 
-    def apply_async(
-        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
-    ) -> Any:
+    def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
         host = entry.args[0] if entry.args else None
         if isinstance(host, str) and not _is_served(host):
             log.warning("tick_withheld", host=host, task=entry.task, why="no live worker")
-            return None
-        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+            return
+        super().apply_entry(entry, producer=producer)
 
 
 def _is_served(host: str) -> bool:

@@ -261,9 +261,10 @@ def test_two_beats_on_one_schedule_act_on_each_container_once(
     ticks = len(sent_ticks(*(b.log_path for b in beats)))
     results = wait_for(
         lambda: all_ready(redis_url, ticks),
-        timeout=20,
+        timeout=60,
         what=f"a final result for each of the {ticks} ticks",
         alive=procs.check_alive,
+        details=lambda: f"by state: {Counter(r['status'] for r in task_results(redis_url))}",
     )
 
     expected = {c: 1 for p in planted for c in [*p.ghosts, *p.exited]}

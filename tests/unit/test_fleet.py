@@ -217,11 +217,9 @@ def test_a_worker_marks_its_hosts_alive_until_it_stops(
     monkeypatch.setattr(celery_app, "_host_names", lambda: ["alpha", "beta"])
     mark = celery_app._LiveWorkerMark()
     mark.start("w1@test")
+    # Written before start returns, that is before the worker logs that it is ready.
     fleet_keys = [keys.live_worker("alpha"), keys.live_worker("beta")]
-    deadline = 50
-    while deadline and client.exists(*fleet_keys) < 2:
-        deadline -= 1
-        fleet.redis_now(client)  # a round trip, while the thread writes
+    assert client.exists(*fleet_keys) == 2
     assert client.get(keys.live_worker("alpha")) == b"w1@test"
     assert 0 < client.pttl(keys.live_worker("beta")) <= fleet.LIVE_WORKER_TTL.total_seconds() * 1000
     mark.stop()
@@ -246,7 +244,7 @@ def test_beat_withholds_the_ticks_of_a_host_no_live_worker_serves(
     sent: list[str] = []
     monkeypatch.setattr(celery_app, "_fleet_redis", lambda: client)
     monkeypatch.setattr(
-        beat.PersistentScheduler, "apply_async", lambda self, entry, **_: sent.append(entry.name)
+        beat.PersistentScheduler, "apply_entry", lambda self, entry, **_: sent.append(entry.name)
     )
     scheduler = celery_app.FleetScheduler(
         app=celery_app.app, lazy=True, schedule_filename=str(tmp_path / "schedule")
@@ -260,12 +258,12 @@ def test_beat_withholds_the_ticks_of_a_host_no_live_worker_serves(
 
     fleet.mark_worker_alive(client, ["alpha"], "w1@alpha")
     with capture_logs() as logs:
-        scheduler.apply_async(entry("alpha"))
-        scheduler.apply_async(entry("beta"))
+        scheduler.apply_entry(entry("alpha"))
+        scheduler.apply_entry(entry("beta"))
     assert sent == ["kill-ghosts:alpha"]
     emitted(logs, "tick_withheld", host="beta", why="no live worker")
     monkeypatch.setattr(celery_app, "_fleet_redis", lambda: redis.Redis.from_url(CLOSED_REDIS))
-    scheduler.apply_async(entry("beta"))
+    scheduler.apply_entry(entry("beta"))
     assert sent[-1] == "kill-ghosts:beta", "without Redis beat sends, and Celery reports it"
 
 
