@@ -73,6 +73,15 @@ class CeleryProcess:
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
 
+    def sent_ticks(self, entry: str = "") -> list[dict[str, Any]]:
+        """A beat's ticks that it sent (a withheld tick logs no such line), of the entries
+        whose name contains `entry`."""
+        return [
+            e
+            for e in self.events()
+            if e["event"].startswith("Scheduler: Sending due task") and entry in e["event"]
+        ]
+
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Until a worker has connected and said it is ready to take tasks."""
         ready = f"{self.hostname} ready."

@@ -26,7 +26,7 @@ from support.bystanders import plant_bystanders
 from support.celery import reports, service_env, task_results
 from support.containers import run_exited, run_running
 
-from janitor.children import read_json_log, wait_for
+from janitor.children import wait_for
 from janitor.keys import sweep_lease
 from janitor.model import Status, Task
 from janitor.settings import Settings
@@ -65,14 +65,6 @@ def received_ids(worker: CeleryProcess, name: str = "janitor.kill_ghosts") -> li
         m.group(2)
         for e in worker.events()
         if (m := RECEIVED.fullmatch(e["event"])) and m.group(1) == name
-    ]
-
-
-def sent_ticks(beat: CeleryProcess, entry: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in read_json_log(beat.log_path)
-        if e["event"].startswith("Scheduler: Sending due task") and entry in e["event"]
     ]
 
 
@@ -203,7 +195,7 @@ def test_redis_killed_mid_sweep_stops_it_and_the_service_recovers(
             for e in worker.events()
             if e["event"].startswith("consumer: Connection to broker lost") and at(e) > killed_at
         ], "the worker never noticed Redis go"
-        assert [e for e in sent_ticks(beat, "kill-ghosts:alpha") if at(e) > restarted_at]
+        assert [e for e in beat.sent_ticks("kill-ghosts:alpha") if at(e) > restarted_at]
         resumed = [
             e
             for e in worker.events("sweep_finished")
@@ -303,7 +295,7 @@ def test_killed_worker_leaves_no_stuck_lease_and_nothing_is_replayed(
     # No replay: the new worker runs only ticks it never saw before, no more of them than
     # beat sent since the old one died.
     fresh = received_ids(second)
-    ticks_since = [e for e in sent_ticks(beat, "kill-ghosts:alpha") if at(e) > killed_at]
+    ticks_since = [e for e in beat.sent_ticks("kill-ghosts:alpha") if at(e) > killed_at]
     assert fresh
     assert not set(fresh) & set(received_ids(first))
     assert len(fresh) == len(set(fresh))
@@ -395,14 +387,14 @@ def test_duplicate_ticks_act_on_each_container_once(
         details=lambda: str(states(alpha, [*ghosts, *exited])),
     )
     wait_for(
-        lambda: all(len(sent_ticks(b, "kill-ghosts:alpha")) >= 2 for b in beats),
+        lambda: all(len(b.sent_ticks("kill-ghosts:alpha")) >= 2 for b in beats),
         timeout=4 * interval,
         what="two ghost ticks from each beat",
         alive=procs.check_alive,
     )
     for beat in beats:
         beat.stop()
-    ticks = 5 + sum(len(sent_ticks(b, "")) for b in beats)
+    ticks = 5 + sum(len(b.sent_ticks()) for b in beats)
     wait_for(
         lambda: handled(worker) >= ticks,
         timeout=6 * interval,

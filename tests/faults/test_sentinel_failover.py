@@ -17,8 +17,8 @@ from support.bystanders import disturbed, plant_bystanders
 from support.celery import service_env
 from support.containers import run_exited, run_running
 
-from janitor.children import read_json_log, wait_for
-from sandbox.celery_processes import CeleryProcess, Processes
+from janitor.children import wait_for
+from sandbox.celery_processes import Processes
 from sandbox.daemons import Engine
 from sandbox.sentinel import MASTER_NAME, SentinelGroup
 
@@ -35,14 +35,6 @@ def _states(host: Engine, ids: list[str]) -> dict[str, str]:
 
 def _after(events: list[dict[str, object]], instant: datetime) -> list[dict[str, object]]:
     return [e for e in events if datetime.fromisoformat(str(e["timestamp"])) > instant]
-
-
-def _sent(beat: CeleryProcess) -> list[dict[str, object]]:
-    return [
-        e
-        for e in read_json_log(beat.log_path)
-        if str(e["event"]).startswith("Scheduler: Sending due task")
-    ]
 
 
 def test_a_failover_mid_run_is_carried_through_and_acts_on_no_container_twice(
@@ -101,7 +93,7 @@ def test_a_failover_mid_run_is_carried_through_and_acts_on_no_container_twice(
             alive=procs.check_alive,
         )
         procs.check_alive()  # neither worker nor beat needed a restart
-        assert _after(_sent(beat), promoted_at), "beat sent no tick after the failover"
+        assert _after(beat.sent_ticks(), promoted_at), "beat sent no tick after the failover"
         done = Counter(str(e["container_id"]) for e in worker.events("action_done"))
         assert done, worker.log_tail()
         assert max(done.values()) == 1, done

@@ -33,7 +33,7 @@ from support.celery import queued_messages, reports, service_env, task_result, t
 from support.cli import JANITOR
 from support.containers import container_ids, run_exited, run_running, state
 
-from janitor.children import free_port, read_json_log, wait_for
+from janitor.children import free_port, wait_for
 from janitor.keys import live_worker, sweep_lease
 from janitor.schedule import DEFAULT_QUEUE
 from sandbox.celery_processes import Processes
@@ -153,15 +153,6 @@ def assert_nothing_failed(results: list[dict[str, Any]]) -> None:
             assert result["result"]["exc_message"] == ["expired"], result
 
 
-def sent_ticks(*beats_logs: Path) -> list[dict[str, Any]]:
-    return [
-        e
-        for log in beats_logs
-        for e in read_json_log(log)
-        if e["event"].startswith("Scheduler: Sending due task")
-    ]
-
-
 @pytest.mark.conformance
 def test_worker_and_beat_sweep_both_hosts_and_store_the_reports(
     alpha: Engine, beta: Engine, redis_url: str, procs: Processes
@@ -248,17 +239,14 @@ def test_two_beats_on_one_schedule_act_on_each_container_once(
     wait_cleaned(procs, *planted)
     # About three intervals: three ticks of each entry from each beat.
     wait_for(
-        lambda: all(
-            sum("remove-stopped:beta" in e["event"] for e in sent_ticks(b.log_path)) >= 3
-            for b in beats
-        ),
+        lambda: all(len(b.sent_ticks("remove-stopped:beta")) >= 3 for b in beats),
         timeout=30,
         what="three ticks of each beat",
         alive=procs.check_alive,
     )
     for beat in beats:
         beat.stop()
-    ticks = len(sent_ticks(*(b.log_path for b in beats)))
+    ticks = sum(len(b.sent_ticks()) for b in beats)
     results = wait_for(
         lambda: all_ready(redis_url, ticks),
         timeout=60,
