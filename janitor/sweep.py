@@ -2,15 +2,17 @@
 
 WHAT it sweeps and why comes from a `Kind` (the policy's decisions bound to the adapter's
 verbs, see `kinds`); the engine owns only the safety machinery every kind shares: the
-blast-radius cap, the dry run, the lease confirmed and the decision taken again right before
-each action, bounded concurrency, the deadline, one log line per action and the report.
+blast-radius cap, the dry run, the lease confirmed before each batch of actions and the
+decision taken again right before each action, bounded concurrency, the deadline (over
+inspecting as well as acting), one log line per action and the report.
 It knows nothing of Celery and nothing of how the host, the clock or the lease were obtained.
 """
 
 from __future__ import annotations
 
-import threading
+import random
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
+from janitor.brakes import Halt, LeaseBatches
 from janitor.errors import ContainerError, ContainerGoneError, HostError, LeaseLostError
 from janitor.locks import Lease
 from janitor.model import Action, ActionResult, Outcome, Status, SweepReport, Task
@@ -78,7 +81,9 @@ class SweepOptions:
     max_actions: int = 1000
     stop_timeout: timedelta = timedelta(seconds=5)
     remove_volumes: bool = True
-    # time.monotonic() past which no new action starts; the rest waits for the next tick.
+    # time.monotonic() past which no new inspect or action starts; the rest waits for the
+    # next tick. Inspecting may use only the first half of the time left at the start, so a
+    # sweep cut short still acts on some of what it inspected.
     deadline: float | None = None
 
     @classmethod
@@ -132,21 +137,17 @@ class ReportHeader:
         )
 
 
-class _Halt:
-    """Set once by the first action that finds the sweep must stop; read by all others."""
+@dataclass(frozen=True, slots=True)
+class _Inspected(Generic[Snapshot]):
+    """The candidates as inspected: those that could not be (the daemon answered an error),
+    and those the deadline left for the next tick."""
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-        self.status = Status.OK
+    snapshots: list[Snapshot]
+    failed: int = 0
+    not_reached: int = 0
 
-    def __call__(self, reason: str, status: Status = Status.FAILED) -> None:
-        if not self._event.is_set():
-            self.reason, self.status = reason, status
-            self._event.set()
 
-    def __bool__(self) -> bool:
-        return self._event.is_set()
+_NOT_REACHED = object()
 
 
 def run_engine(
@@ -172,17 +173,26 @@ class _Engine(Generic[Snapshot]):
         self.kind = kind
         self.header = header
         self.options = options
-        self.lease = lease
         self.now = now
         self.log = log.bind(host=header.host, task=header.task.value, dry_run=header.dry_run)
-        self.halt = _Halt()
+        self.halt = Halt()
+        self.lease_batches = LeaseBatches(lease, options.concurrency)
+        # No inspect starts past it: the first half of the time left when the sweep began.
+        self.inspect_by: float | None = None
+        if options.deadline is not None:
+            begun = time.monotonic()
+            self.inspect_by = begun + max(0.0, options.deadline - begun) / 2
 
     def run(self) -> SweepReport:
+        if self._past(self.options.deadline):
+            # Not even the list call: the tick spent its time before the sweep began.
+            self._log_cut_short(candidates=0, inspected=_Inspected([]), results=[])
+            return self.header.report(Status.OK, self.now)
         try:
             survey = self.kind.survey(self.now)
-            snapshots, uninspected = self._inspect_all(survey.candidate_ids)
+            inspected = self._inspect_all(survey.candidate_ids)
             # A kind may ask the host more to decide (a holder's dependents).
-            actions = self.kind.decide(snapshots, self.now)
+            actions = self.kind.decide(inspected.snapshots, self.now)
         except HostError as exc:
             return self.header.report(Status.FAILED, self.now, error=str(exc))
         actionable = [a for a in actions if a.actionable]
@@ -195,12 +205,14 @@ class _Engine(Generic[Snapshot]):
             candidates=len(survey.candidate_ids),
             eligible=len(actionable),
         )
-        status, error = self._gate(actionable, results, uninspected)
+        status, error = self._gate(actionable, results, inspected.failed + inspected.not_reached)
         for result in results:
             self._log_result(result)
         if status is Status.OK and not self.options.dry_run:
             results += self._act_all(actionable)  # logs each action as it ends
             status, error = self.halt.status, self.halt.reason
+        if inspected.not_reached or self.halt.detail is Detail.DEADLINE_REACHED:
+            self._log_cut_short(len(survey.candidate_ids), inspected, results)
         return self.header.report(
             status,
             self.now,
@@ -235,10 +247,13 @@ class _Engine(Generic[Snapshot]):
             results += [ActionResult(a, Outcome.PLANNED) for a in actionable]
         return Status.OK, ""
 
-    def _inspect_all(self, ids: Sequence[str]) -> tuple[list[Snapshot], int]:
-        """The candidates as inspected, and how many could not be (left for the next tick)."""
+    def _inspect_all(self, ids: Sequence[str]) -> _Inspected[Snapshot]:
+        """The candidates as inspected before the inspect deadline; those not reached wait
+        for the next tick."""
 
-        def inspect(item_id: str) -> Snapshot | ContainerError | None:
+        def inspect(item_id: str) -> Snapshot | ContainerError | object | None:
+            if self._past(self.inspect_by):
+                return _NOT_REACHED
             try:
                 return self.kind.inspect(item_id)
             except ContainerGoneError:
@@ -247,14 +262,44 @@ class _Engine(Generic[Snapshot]):
                 return exc  # the daemon answered this one with an error; the others go on
 
         if not ids:
-            return [], 0
+            return _Inspected([])
+        order = list(ids)
+        if self.inspect_by is not None:
+            # A tick cut short reaches the first candidates only; in a fresh order each time,
+            # candidates that stay (held, refused) cannot keep the others from ever being
+            # reached. Seeded by the daemon's clock: time is a parameter here.
+            random.Random(self.now.timestamp()).shuffle(order)
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="inspect") as pool:
-            found = list(pool.map(inspect, ids))
-        failed = {i: f for i, f in zip(ids, found, strict=True) if isinstance(f, ContainerError)}
+            found = list(pool.map(inspect, order))
+        failed = {i: f for i, f in zip(order, found, strict=True) if isinstance(f, ContainerError)}
         for item_id, error in failed.items():
             self.log.warning("inspect_failed", container_id=item_id, error=str(error))
-        snapshots = [f for f in found if f is not None and not isinstance(f, ContainerError)]
-        return snapshots, len(failed)
+        snapshots: list[Snapshot] = [
+            f  # type: ignore[misc]  # what is left is a snapshot
+            for f in found
+            if f is not None and f is not _NOT_REACHED and not isinstance(f, ContainerError)
+        ]
+        not_reached = sum(1 for f in found if f is _NOT_REACHED)
+        return _Inspected(snapshots, len(failed), not_reached)
+
+    @staticmethod
+    def _past(instant: float | None) -> bool:
+        return instant is not None and time.monotonic() > instant
+
+    def _log_cut_short(
+        self, candidates: int, inspected: _Inspected[Snapshot], results: Sequence[ActionResult]
+    ) -> None:
+        """The one line that says a tick ran out of time, and what it left for the next."""
+        outcomes = Counter(r.outcome.value for r in results)
+        self.log.warning(
+            "sweep_cut_short",
+            candidates=candidates,
+            inspected=len(inspected.snapshots),
+            not_inspected=inspected.not_reached,
+            done=outcomes.get(Outcome.DONE.value, 0),
+            not_acted=sum(1 for r in results if r.detail == Detail.DEADLINE_REACHED),
+            why="deadline reached; the rest waits for the next tick",
+        )
 
     def _act_all(self, actions: Sequence[Action]) -> list[ActionResult]:
         results: list[ActionResult | None] = [None] * len(actions)
@@ -271,16 +316,17 @@ class _Engine(Generic[Snapshot]):
         finally:
             # Interrupted here (a soft time limit, Ctrl-C): actions not yet started never start.
             pool.shutdown(wait=True, cancel_futures=True)
-        if self.halt:
+        if self.halt and self.halt.detail is not Detail.DEADLINE_REACHED:
+            # A deadline is the sweep_cut_short line's business.
             self.log.warning("sweep_halted", why=self.halt.reason, status=self.halt.status.value)
         return [result for result in results if result is not None]
 
     def _act(self, action: Action) -> ActionResult:
         if self.halt:
             # Why it stopped is the sweep_halted line and the report's error; not repeated per item.
-            return ActionResult(action, Outcome.REFUSED, Detail.SWEEP_STOPPED)
+            return ActionResult(action, Outcome.REFUSED, self.halt.detail)
         if self.options.deadline is not None and time.monotonic() > self.options.deadline:
-            self.halt("deadline reached; the rest waits for the next tick", Status.OK)
+            self.halt("", Status.OK, Detail.DEADLINE_REACHED)
             return ActionResult(action, Outcome.REFUSED, Detail.DEADLINE_REACHED)
         try:
             return self._recheck_and_act(action)
@@ -294,7 +340,7 @@ class _Engine(Generic[Snapshot]):
             return ActionResult(action, Outcome.FAILED, str(exc))
 
     def _recheck_and_act(self, action: Action) -> ActionResult:
-        self.lease.confirm()
+        self.lease_batches.admit()
         current = self.kind.inspect(action.container_id)
         why_not = self.kind.why_not(action, current, self.now)
         if why_not:

@@ -1,0 +1,52 @@
+"""The sweep engine's brakes: the halt every action reads, and the lease confirmed per batch.
+
+They stop a sweep; what to sweep and how to act are the engine's and the kinds' business.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from janitor.locks import Lease
+from janitor.model import Status
+from janitor.vocabulary import Detail
+
+
+class Halt:
+    """Set once by the first action that finds the sweep must stop; read by all others."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+        self.status = Status.OK
+        # What every action not started because of it is refused with.
+        self.detail = Detail.SWEEP_STOPPED
+
+    def __call__(
+        self, reason: str, status: Status = Status.FAILED, detail: Detail = Detail.SWEEP_STOPPED
+    ) -> None:
+        if not self._event.is_set():
+            self.reason, self.status, self.detail = reason, status, detail
+            self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+class LeaseBatches:
+    """The lease confirmed once per batch of at most `size` action starts, not per action:
+    a lost lease stops the sweep before the next batch, with at most one batch in flight."""
+
+    def __init__(self, lease: Lease, size: int) -> None:
+        self._lease = lease
+        self._size = max(1, size)
+        self._lock = threading.Lock()
+        self._left = 0
+
+    def admit(self) -> None:
+        """Raise LeaseLostError unless the lease was confirmed for this action's batch."""
+        with self._lock:
+            if self._left == 0:
+                self._lease.confirm()  # raises before the batch is granted, so all retry
+                self._left = self._size
+            self._left -= 1
