@@ -6,6 +6,7 @@ They stop a sweep; what to sweep and how to act are the engine's and the kinds' 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from janitor.locks import Lease
 from janitor.model import Status
@@ -37,9 +38,10 @@ class LeaseBatches:
     """The lease confirmed once per batch of at most `size` action starts, not per action:
     a lost lease stops the sweep before the next batch, with at most one batch in flight."""
 
-    def __init__(self, lease: Lease, size: int) -> None:
+    def __init__(self, lease: Lease, size: int, on_batch: Callable[[], None]) -> None:
         self._lease = lease
         self._size = max(1, size)
+        self._on_batch = on_batch
         self._lock = threading.Lock()
         self._left = 0
 
@@ -49,4 +51,5 @@ class LeaseBatches:
             if self._left == 0:
                 self._lease.confirm()  # raises before the batch is granted, so all retry
                 self._left = self._size
+                self._on_batch()
             self._left -= 1

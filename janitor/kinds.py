@@ -62,6 +62,9 @@ class ContainerKind:
         self.dependencies = DependencyReader(docker, concurrency=options.concurrency)
         # Holders this sweep spared for their dependents (the engine reports the count).
         self.held = 0
+        # When the current batch of actions began (time.monotonic()): its re-checks share one
+        # reading of the dependents taken after that.
+        self.batch_began = time.monotonic()
         self.log = structlog.get_logger(__name__).bind(
             host=docker.name, task=self.task.value, dry_run=options.dry_run
         )
@@ -97,10 +100,16 @@ class ContainerKind:
         actions = policy.select(snapshots, self.task, self.rules, now, facts=self.facts)
         allowed, held = holders.spare_held(actions, found)
         self.held = len(held)
-        return allowed
+        # Oldest first: the newest containers stay until the last batch, so the re-checks'
+        # `since` lists start from one that still exists and cost only what is new.
+        created = {c.id: c.created_at or now for c in snapshots}
+        return sorted(allowed, key=lambda a: created.get(a.container_id, now))
+
+    def begin_batch(self) -> None:
+        self.batch_began = time.monotonic()
 
     def why_not(self, action: Action, current: Container, now: datetime) -> str | None:
-        asked_at = time.monotonic()
+        asked_at = self.batch_began
         facts = self.facts
         if action.reason is Reason.OWNER_LEASE_EXPIRED:
             # The owner may have renewed it since the decision: ask Redis again.

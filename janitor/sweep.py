@@ -64,6 +64,14 @@ class Kind(Protocol, Generic[Snapshot]):
 
 
 @runtime_checkable
+class Batched(Protocol):
+    """A kind whose re-checks read something of the whole host (a holder's dependents): one
+    reading per batch of actions, taken after the batch began, serves every re-check in it."""
+
+    def begin_batch(self) -> None: ...
+
+
+@runtime_checkable
 class Holds(Protocol):
     """A kind that spares some items for others' sake (holders for their dependents): they
     are not actions, so the report counts them apart."""
@@ -176,7 +184,8 @@ class _Engine(Generic[Snapshot]):
         self.now = now
         self.log = log.bind(host=header.host, task=header.task.value, dry_run=header.dry_run)
         self.halt = Halt()
-        self.lease_batches = LeaseBatches(lease, options.concurrency)
+        on_batch = kind.begin_batch if isinstance(kind, Batched) else lambda: None
+        self.lease_batches = LeaseBatches(lease, options.concurrency, on_batch)
         # No inspect starts past it: the first half of the time left when the sweep began.
         self.inspect_by: float | None = None
         if options.deadline is not None:

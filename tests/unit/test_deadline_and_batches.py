@@ -171,3 +171,14 @@ def test_ran_and_restarted_since_the_decision_are_refused_in_a_batched_sweep(
     assert report.counts == {"done": 2, "refused": 1}
     emitted(logs, "action_refused", container_id=restarted.id, detail="restarted_since_decision")
     assert fake.containers[restarted.id].state == State.RUNNING
+
+
+def test_a_batch_of_re_checks_shares_one_reading_of_the_dependents() -> None:
+    fake = FakeHost([container(f"c-{i}") for i in range(20)])
+    report, _ = run(fake, SweepOptions(Task.REMOVE_STOPPED, concurrency=4))
+    assert report.counts == {"done": 20}
+    # One inspect to decide and one to re-check each: a re-check's `since` list never makes
+    # the reader forget (and inspect again) the settings of every other container.
+    assert fake.calls["inspect"] == 2 * 20
+    # The decision's list, the dependents' full list, then one `since` list per batch of 4.
+    assert fake.calls["list"] <= 2 + 20 // 4
