@@ -76,6 +76,11 @@ class DependencyReader:
                 newer = self._created_since()
                 if newer is None:
                     found = self._reading(started, self.docker.list_namespace_users())
+                elif not newer:
+                    # Nothing new since: who depends on whom is what it was (states aside,
+                    # which _as_now reads); rebuilding the index per batch made a backlog's
+                    # sweep quadratic.
+                    self._read_at = started
                 else:
                     fresh = {u.id for u in newer}
                     kept = [u for u in self._users if u.id not in fresh]
