@@ -5,8 +5,9 @@ daemon's clock; it reads no clock and does no I/O.
 
 A spike is on once the last `WINDOW` held more starts than `JANITOR_SPIKE_RATE` allows over it
 (and never fewer than `MIN_STARTS`, so a few starts are never a spike); it stays on until the
-last `WINDOW` holds no more than half that rate allows. A burst at twice the rate or more is
-seen in under `WINDOW` / 2; the gap is seen at most `WINDOW` after the last start.
+last `STAY_WINDOW` holds fewer than half of what that rate allows over it. A burst at twice
+the rate or more is seen in under `WINDOW` / 2; the gap at most `STAY_WINDOW` after the last
+start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 WINDOW = timedelta(seconds=3)
+# Longer than WINDOW, so that a spike on a loaded daemon, whose starts stall for a moment, is
+# not taken for its end; short enough that the gap after it is seen within 5 s.
+STAY_WINDOW = timedelta(seconds=4)
 # Three starts at once are a user's compose project coming up, not a spike.
 MIN_STARTS = 3
 # However fast the starts come, the record stays this small: a rate past it is a spike anyway.
@@ -36,7 +40,9 @@ class Thresholds:
         # More than the rate allows over the window: a steady trickle at or under it fits in
         # ceil(allowed) starts, never one more.
         on = max(MIN_STARTS, math.ceil(allowed) + 1)
-        return cls(on=on, stay_on=min(on - 1, math.floor(allowed / 2) + 1))
+        # At least half the rate's share of the longer window keeps it on.
+        half = per_minute * STAY_WINDOW.total_seconds() / 60 / 2
+        return cls(on=on, stay_on=min(on - 1, max(1, math.floor(half))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +80,13 @@ class SpikeDetector:
 
     def view(self, now: datetime) -> SpikeView:
         """Whether a spike is on at `now`; moves the state on (call it in time order)."""
-        while self._starts and self._starts[0] <= now - WINDOW:
+        while self._starts and self._starts[0] <= now - STAY_WINDOW:
             self._starts.popleft()
-        recent = sum(1 for at in self._starts if at <= now)
-        if self._since is None and recent >= self.thresholds.on:
-            self._since, self._began_at = now, self._starts[0]
-        elif self._since is not None and recent < self.thresholds.stay_on:
+        kept = [at for at in self._starts if at <= now]
+        recent = [at for at in kept if at > now - WINDOW]
+        if self._since is None and len(recent) >= self.thresholds.on:
+            self._since, self._began_at = now, recent[0]
+        elif self._since is not None and len(kept) < self.thresholds.stay_on:
             self._since = self._began_at = None
-        rate = recent * 60 / WINDOW.total_seconds()
+        rate = len(recent) * 60 / WINDOW.total_seconds()
         return SpikeView(self._since is not None, rate, self._since, self._began_at)
