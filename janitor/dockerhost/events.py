@@ -6,6 +6,7 @@ follower (janitor.follower) make sense of it.
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,14 +27,17 @@ def follow_starts(docker: DockerHost, *, quiet: timedelta) -> Iterator[datetime 
     the stream; never returns.
 
     A stream that timed out cannot be read on (the socket is spent), so after a quiet span
-    the stream is opened again from the second of the last start seen, and the starts the
-    daemon replays from there are dropped here if already seen: nothing is lost in between.
+    the stream is opened again from the second it was opened at (its `Date`, on the daemon's
+    clock) or of the last start seen, whichever is later; the starts the daemon replays from
+    there are dropped here if already seen. Nothing falls between two streams, and a quiet
+    host's daemon replays a second or two of its buffer, not all of it, at each reopening.
     """
     last_nano = 0
     seen_at_last: set[str] = set()
     since: int | None = None
     while True:
         response = _open(docker, since, quiet)
+        opened_at = _date_of(response)
         try:
             for event in _events(docker, response):
                 nano = int(event.get("timeNano", 0))
@@ -46,6 +50,8 @@ def follow_starts(docker: DockerHost, *, quiet: timedelta) -> Iterator[datetime 
                 since = nano // 1_000_000_000
                 yield datetime.fromtimestamp(nano / 1e9, tz=UTC)
         except _Quiet:
+            if opened_at is not None:
+                since = max(since or opened_at, opened_at)
             yield None
         finally:
             response.close()
@@ -74,6 +80,14 @@ def _open(docker: DockerHost, since: int | None, quiet: timedelta) -> requests.R
         return response
 
     return docker._guard("events", connect)
+
+
+def _date_of(response: requests.Response) -> int | None:
+    """The daemon's clock when it answered, in whole seconds (Go's servers always send it)."""
+    try:
+        return int(email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp())
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _events(docker: DockerHost, response: requests.Response) -> Iterator[dict[str, Any]]:
