@@ -103,7 +103,7 @@ def remove_stopped(host: str) -> dict[str, object]:
         result = _sweep(tick.with_settings(plan.settings), plan.notes, gate)
         if gate is not None and gate.yielded:
             _recheck_later(host)  # in case no follower sees the spike end
-        elif plan.pace is pacing.Pace.RUN:
+        elif gate is not None:
             try:
                 pacing.end_deferral(_redis(), host)
             except REDIS_ERRORS as exc:
@@ -122,7 +122,7 @@ def _spike_gate(tick: Tick) -> pacing.SpikeGate | None:
 
 
 def _recheck_later(host: str) -> None:
-    """One rate check of a deferred host RECHECK from now, whoever asks first."""
+    """One spike check of a deferred host RECHECK from now, whoever asks first."""
     try:
         claimed = pacing.claim_recheck(_redis(), host)
     except REDIS_ERRORS as exc:
