@@ -1,4 +1,5 @@
-"""The sweep engine's brakes: the halt every action reads, and the lease confirmed per batch.
+"""The sweep engine's brakes: the halt every action reads, the lease confirmed per batch, and
+what a deadline left for the next tick.
 
 They stop a sweep; what to sweep and how to act are the engine's and the kinds' business.
 """
@@ -6,10 +7,13 @@ They stop a sweep; what to sweep and how to act are the engine's and the kinds' 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from janitor.locks import Lease
-from janitor.model import Status
+from janitor.model import ActionResult, Outcome, Status
 from janitor.vocabulary import Detail
 
 
@@ -53,3 +57,34 @@ class LeaseBatches:
                 self._left = self._size
                 self._on_batch()
             self._left -= 1
+
+
+Snapshot = TypeVar("Snapshot")
+# What an inspect the deadline kept from starting gives instead of a snapshot.
+NOT_REACHED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Inspected(Generic[Snapshot]):
+    """The candidates as inspected: those that could not be (the daemon answered an error),
+    and those the deadline left for the next tick."""
+
+    snapshots: list[Snapshot]
+    failed: int = 0
+    not_reached: int = 0
+
+
+def log_cut_short(
+    log: Any, *, candidates: int, inspected: Inspected[Any], results: Sequence[ActionResult]
+) -> None:
+    """The one line that says a tick ran out of time, and what it left for the next."""
+    outcomes = Counter(r.outcome for r in results)
+    log.warning(
+        "sweep_cut_short",
+        candidates=candidates,
+        inspected=len(inspected.snapshots),
+        not_inspected=inspected.not_reached,
+        done=outcomes[Outcome.DONE],
+        not_acted=sum(1 for r in results if r.detail == Detail.DEADLINE_REACHED),
+        why="deadline reached; the rest waits for the next tick",
+    )

@@ -65,6 +65,8 @@ class ContainerKind:
         # When the current batch of actions began (time.monotonic()): its re-checks share one
         # reading of the dependents taken after that.
         self.batch_began = time.monotonic()
+        # Each candidate's position in the survey's list.
+        self.listed_at: dict[str, int] = {}
         self.log = structlog.get_logger(__name__).bind(
             host=docker.name, task=self.task.value, dry_run=options.dry_run
         )
@@ -72,6 +74,7 @@ class ContainerKind:
     def survey(self, now: datetime) -> Survey:
         summaries = self.docker.list_containers(self.rules.selector)
         candidates, self.facts = policy.survey(summaries, self.task, self.rules, now)
+        self.listed_at = {c.id: position for position, c in enumerate(candidates)}
         return Survey(
             scanned=len(summaries),
             census=dict(Counter(str(s.state) for s in summaries)),
@@ -102,8 +105,12 @@ class ContainerKind:
         self.held = len(held)
         # Oldest first: the newest containers stay until the last batch, so the re-checks'
         # `since` lists start from one that still exists and cost only what is new.
+        # Ties (the same instant) go in the list's order, whatever order they were inspected in.
         created = {c.id: c.created_at or now for c in snapshots}
-        return sorted(allowed, key=lambda a: created.get(a.container_id, now))
+        return sorted(
+            allowed,
+            key=lambda a: (created.get(a.container_id, now), self.listed_at.get(a.container_id, 0)),
+        )
 
     def begin_batch(self) -> None:
         self.batch_began = time.monotonic()

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
-from janitor.brakes import Halt, LeaseBatches
+from janitor.brakes import NOT_REACHED, Halt, Inspected, LeaseBatches, log_cut_short
 from janitor.errors import ContainerError, ContainerGoneError, HostError, LeaseLostError
 from janitor.locks import Lease
 from janitor.model import Action, ActionResult, Outcome, Status, SweepReport, Task
@@ -93,6 +92,9 @@ class SweepOptions:
     # next tick. Inspecting may use only the first half of the time left at the start, so a
     # sweep cut short still acts on some of what it inspected.
     deadline: float | None = None
+    # Asked before each action: True while something more urgent than this sweep needs the
+    # daemon (a spawn spike, for removal sweeps); then no new action starts. Must be cheap.
+    yield_to: Callable[[], bool] | None = None
 
     @classmethod
     def from_settings(
@@ -145,19 +147,6 @@ class ReportHeader:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Inspected(Generic[Snapshot]):
-    """The candidates as inspected: those that could not be (the daemon answered an error),
-    and those the deadline left for the next tick."""
-
-    snapshots: list[Snapshot]
-    failed: int = 0
-    not_reached: int = 0
-
-
-_NOT_REACHED = object()
-
-
 def run_engine(
     kind: Kind[Snapshot],
     header: ReportHeader,
@@ -195,7 +184,7 @@ class _Engine(Generic[Snapshot]):
     def run(self) -> SweepReport:
         if self._past(self.options.deadline):
             # Not even the list call: the tick spent its time before the sweep began.
-            self._log_cut_short(candidates=0, inspected=_Inspected([]), results=[])
+            log_cut_short(self.log, candidates=0, inspected=Inspected([]), results=[])
             return self.header.report(Status.OK, self.now)
         try:
             survey = self.kind.survey(self.now)
@@ -221,7 +210,12 @@ class _Engine(Generic[Snapshot]):
             results += self._act_all(actionable)  # logs each action as it ends
             status, error = self.halt.status, self.halt.reason
         if inspected.not_reached or self.halt.detail is Detail.DEADLINE_REACHED:
-            self._log_cut_short(len(survey.candidate_ids), inspected, results)
+            log_cut_short(
+                self.log,
+                candidates=len(survey.candidate_ids),
+                inspected=inspected,
+                results=results,
+            )
         return self.header.report(
             status,
             self.now,
@@ -256,13 +250,13 @@ class _Engine(Generic[Snapshot]):
             results += [ActionResult(a, Outcome.PLANNED) for a in actionable]
         return Status.OK, ""
 
-    def _inspect_all(self, ids: Sequence[str]) -> _Inspected[Snapshot]:
+    def _inspect_all(self, ids: Sequence[str]) -> Inspected[Snapshot]:
         """The candidates as inspected before the inspect deadline; those not reached wait
         for the next tick."""
 
         def inspect(item_id: str) -> Snapshot | ContainerError | object | None:
             if self._past(self.inspect_by):
-                return _NOT_REACHED
+                return NOT_REACHED
             try:
                 return self.kind.inspect(item_id)
             except ContainerGoneError:
@@ -271,7 +265,7 @@ class _Engine(Generic[Snapshot]):
                 return exc  # the daemon answered this one with an error; the others go on
 
         if not ids:
-            return _Inspected([])
+            return Inspected([])
         order = list(ids)
         if self.inspect_by is not None:
             # A tick cut short reaches the first candidates only; in a fresh order each time,
@@ -286,29 +280,14 @@ class _Engine(Generic[Snapshot]):
         snapshots: list[Snapshot] = [
             f  # type: ignore[misc]  # what is left is a snapshot
             for f in found
-            if f is not None and f is not _NOT_REACHED and not isinstance(f, ContainerError)
+            if f is not None and f is not NOT_REACHED and not isinstance(f, ContainerError)
         ]
-        not_reached = sum(1 for f in found if f is _NOT_REACHED)
-        return _Inspected(snapshots, len(failed), not_reached)
+        not_reached = sum(1 for f in found if f is NOT_REACHED)
+        return Inspected(snapshots, len(failed), not_reached)
 
     @staticmethod
     def _past(instant: float | None) -> bool:
         return instant is not None and time.monotonic() > instant
-
-    def _log_cut_short(
-        self, candidates: int, inspected: _Inspected[Snapshot], results: Sequence[ActionResult]
-    ) -> None:
-        """The one line that says a tick ran out of time, and what it left for the next."""
-        outcomes = Counter(r.outcome.value for r in results)
-        self.log.warning(
-            "sweep_cut_short",
-            candidates=candidates,
-            inspected=len(inspected.snapshots),
-            not_inspected=inspected.not_reached,
-            done=outcomes.get(Outcome.DONE.value, 0),
-            not_acted=sum(1 for r in results if r.detail == Detail.DEADLINE_REACHED),
-            why="deadline reached; the rest waits for the next tick",
-        )
 
     def _act_all(self, actions: Sequence[Action]) -> list[ActionResult]:
         results: list[ActionResult | None] = [None] * len(actions)
@@ -325,18 +304,21 @@ class _Engine(Generic[Snapshot]):
         finally:
             # Interrupted here (a soft time limit, Ctrl-C): actions not yet started never start.
             pool.shutdown(wait=True, cancel_futures=True)
-        if self.halt and self.halt.detail is not Detail.DEADLINE_REACHED:
+        done = [result for result in results if result is not None]
+        if self.halt.detail is Detail.YIELDED_TO_SPIKE:
+            yielded = sum(1 for result in done if result.detail == Detail.YIELDED_TO_SPIKE)
+            self.log.info("sweep_yielded", why=self.halt.reason, yielded=yielded)
+        elif self.halt and self.halt.detail is not Detail.DEADLINE_REACHED:
             # A deadline is the sweep_cut_short line's business.
             self.log.warning("sweep_halted", why=self.halt.reason, status=self.halt.status.value)
-        return [result for result in results if result is not None]
+        return done
 
     def _act(self, action: Action) -> ActionResult:
         if self.halt:
             # Why it stopped is the sweep_halted line and the report's error; not repeated per item.
             return ActionResult(action, Outcome.REFUSED, self.halt.detail)
-        if self.options.deadline is not None and time.monotonic() > self.options.deadline:
-            self.halt("", Status.OK, Detail.DEADLINE_REACHED)
-            return ActionResult(action, Outcome.REFUSED, Detail.DEADLINE_REACHED)
+        if stop := self._why_no_new_action():
+            return ActionResult(action, Outcome.REFUSED, stop)
         try:
             return self._recheck_and_act(action)
         except ContainerError as exc:
@@ -347,6 +329,24 @@ class _Engine(Generic[Snapshot]):
         except HostError as exc:
             self.halt(str(exc))
             return ActionResult(action, Outcome.FAILED, str(exc))
+
+    def _why_no_new_action(self) -> Detail | None:
+        """Why no action may start now; the first to find it stops the sweep, status ok."""
+        if self.options.yield_to is not None and self.options.yield_to():
+            self.halt(
+                "a spawn spike began; the rest waits for the gap",
+                Status.OK,
+                Detail.YIELDED_TO_SPIKE,
+            )
+            return Detail.YIELDED_TO_SPIKE
+        if self.options.deadline is not None and time.monotonic() > self.options.deadline:
+            self.halt(
+                "deadline reached; the rest waits for the next tick",
+                Status.OK,
+                Detail.DEADLINE_REACHED,
+            )
+            return Detail.DEADLINE_REACHED
+        return None
 
     def _recheck_and_act(self, action: Action) -> ActionResult:
         self.lease_batches.admit()
