@@ -1,7 +1,8 @@
 """What `janitor sweep`, `janitor status` and `janitor run` do once their arguments are parsed.
 
-Imported only when one of them runs (see `cli`): this is where the Docker SDK, Redis,
-pydantic and structlog come in.
+Imported only when one of them runs (see `cli`): this is where Redis, pydantic and structlog
+come in; the sweep's engine and the Docker SDK only when `sweep` runs (`status` reads Redis
+alone, `run` starts child processes).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from janitor.locks import REDIS_ERRORS
 from janitor.model import Outcome, Status, SweepNotRun, SweepReport, Task
 from janitor.redisconn import redis_client
 from janitor.settings import Settings, load_settings
-from janitor.tick import sweep_host
 
 # Enough to see what a sweep did at a glance; --json has every action.
 SHOWN_ACTIONS = 20
@@ -44,6 +44,8 @@ def redis_or_none(settings: Settings, *, quiet: bool = False) -> redis.Redis[byt
 
 
 def sweep(args: argparse.Namespace) -> int:
+    from janitor.tick import sweep_host
+
     overrides = {"dry_run": True} if args.dry_run else {}
     settings = load_settings(**overrides)
     logs.configure(settings.log_format, settings.log_level, stream=sys.stderr)

@@ -20,7 +20,7 @@ HEAVY = frozenset({
     "celery", "kombu", "docker", "requests", "urllib3", "redis", "pydantic",
     "pydantic_settings", "structlog", "prometheus_client", "rich",
 })  # fmt: skip
-# What `janitor sweep` leaves in sys.modules, printed by the wrapper below when it exits.
+# What a command leaves in sys.modules, printed by the wrapper below when it exits.
 MODULES_AT_EXIT = """
 import json, sys
 from janitor.cli import main
@@ -65,16 +65,29 @@ def test_help_and_version_import_none_of_the_heavy_libraries(args: list[str]) ->
     assert not imported & HEAVY, f"janitor {' '.join(args)} imported {imported & HEAVY}"
 
 
-def test_a_sweep_imports_structlog_without_rich() -> None:
+@pytest.mark.parametrize(
+    ("args", "needed", "never"),
+    [
+        (
+            ["sweep", "--json"],
+            {"structlog", "docker", "redis", "pydantic_settings"},
+            {"rich", "celery", "prometheus_client"},
+        ),
+        (["status"], {"redis", "pydantic_settings"}, {"docker", "rich", "celery"}),
+    ],
+)
+def test_a_command_imports_what_it_uses_and_no_more(
+    args: list[str], needed: set[str], never: set[str]
+) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", MODULES_AT_EXIT, "sweep", "--json"],
+        [sys.executable, "-c", MODULES_AT_EXIT, *args],
         env=_env(),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert done.returncode == 1, "the host is not there: the sweep must fail, not crash"
+    assert done.returncode == 1, f"no host, no Redis: janitor {args[0]} must fail, not crash"
     modules = set(json.loads(done.stderr.splitlines()[-1]))
-    assert {"structlog", "docker", "redis", "pydantic_settings"} <= modules
-    assert not {"rich", "celery", "prometheus_client"} & modules
+    assert needed <= modules
+    assert not never & modules, f"janitor {args[0]} imported {never & modules}"
