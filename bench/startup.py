@@ -27,8 +27,9 @@ from bench.harness import (
 from sandbox.redisserver import PrivateRedis
 
 Figures = dict[str, Any]
-# Runs per round of the bench (three rounds: a median of nine); each takes about a second at
-# most, so the suite's one-round smoke run stays near ten seconds.
+# Runs per round of the bench (three rounds: a median of nine) for the rows with a target; each
+# takes about a second at most, so the suite's one-round smoke run stays near ten seconds on an
+# idle machine.
 RUNS_PER_ROUND = 3
 # The issue's goals: within 2x of `dcgc --help`, and an idle sweep of one host within 0.5 s.
 HELP_RATIO_GOAL = 2.0
@@ -47,25 +48,29 @@ def measure(
     with PrivateRedis() as redis_server:
         plain = _with_bytecode(janitor_env([host]), cached)
         with_redis = _with_bytecode(janitor_env([host], redis_url=redis_server.url), cached)
-        plans: dict[str, tuple[list[str], dict[str, str], int]] = {
-            "version": ([JANITOR, "--version"], plain, runs),
-            "help": ([JANITOR, "--help"], plain, runs),
-            "sweep_help": ([JANITOR, "sweep", "--help"], plain, runs),
-            "idle_sweep": (sweep_argv, plain, runs),
-            "idle_sweep_with_redis": (sweep_argv, with_redis, runs),
-            # Seconds a run, and one figure of context: a run per round.
+        # name: argv, environment, runs, whether a warm-up run fills the bytecode cache first
+        plans: dict[str, tuple[list[str], dict[str, str], int, bool]] = {
+            "version": ([JANITOR, "--version"], plain, runs, True),
+            "help": ([JANITOR, "--help"], plain, runs, True),
+            "sweep_help": ([JANITOR, "sweep", "--help"], plain, runs, True),
+            "idle_sweep": (sweep_argv, plain, runs, True),
+            # Context, not targets: a run per round.
+            "idle_sweep_with_redis": (sweep_argv, with_redis, rounds, True),
             "idle_sweep_no_bytecode": (
                 sweep_argv,
                 _with_bytecode(janitor_env([host]), workdir / "no-pycache", write=False),
                 rounds,
+                False,
             ),
         }
         anchor = None if tools is None else [tools.dcgc, "--help"]
         anchor_env = _with_bytecode(dict(os.environ), cached)
-        for name, (argv, env, count) in plans.items():
+        for name, (argv, env, count, warm_up) in plans.items():
             paired = "" if anchor is None else ", paired with dcgc --help"
             say(f"startup: {name}, {count} run(s){paired}")
-            commands[name] = _paired(argv, env, [host], count, anchor=anchor, anchor_env=anchor_env)
+            commands[name] = _paired(
+                argv, env, [host], count, warm_up=warm_up, anchor=anchor, anchor_env=anchor_env
+            )
     require(host.count() == 0, "an idle sweep left a container behind")
     return {
         "runs": runs,
@@ -83,14 +88,16 @@ def _paired(
     hosts: Sequence[Host],
     count: int,
     *,
+    warm_up: bool,
     anchor: Sequence[str] | None,
     anchor_env: Mapping[str, str],
 ) -> Figures:
     """A B A B ...: each ratio compares runs made side by side, so a drift of the machine's
     speed during the case moves both of a pair."""
-    _checked(run_command(argv, env, hosts), argv)
-    if anchor is not None:
-        _checked(run_command(anchor, anchor_env, []), anchor)
+    if warm_up:
+        _checked(run_command(argv, env, hosts), argv)
+        if anchor is not None:
+            _checked(run_command(anchor, anchor_env, []), anchor)
     mine: list[Figures] = []
     theirs: list[Figures] = []
     for _ in range(count):
