@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 
@@ -20,7 +21,6 @@ from janitor.commands import redis_or_none
 from janitor.dockerhost import DaemonInfo, DockerHost
 from janitor.errors import ConfigError, HostError
 from janitor.model import HostConfig
-from janitor.pacing import SPAWN_WINDOW
 from janitor.settings import Settings, load_settings
 from janitor.vocabulary import format_duration
 
@@ -156,11 +156,15 @@ def _check_daemon(
     return Check(subject, events_ok, message)
 
 
+# How far back `janitor check` reads the daemon's event buffer for starts.
+EVENTS_CHECKED = timedelta(minutes=1)
+
+
 def _check_events(settings: Settings, docker: DockerHost, info: DaemonInfo) -> tuple[bool, str]:
     """Whether the events API can serve spike pacing; a failure fails the check only when
     pacing is on (JANITOR_SPIKE_RATE)."""
     try:
-        starts = docker.starts_between(info.now - SPAWN_WINDOW, info.now)
+        starts = docker.starts_between(info.now - EVENTS_CHECKED, info.now)
     except HostError as exc:
         pacing = "on: it cannot see starts" if settings.spike_rate else "off"
         return not settings.spike_rate, f"WARNING events unreadable, spike pacing {pacing} ({exc})"
