@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -24,14 +25,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+from requests.exceptions import RequestException
+
 from bench import custodian
-from bench.harness import Host, machine_facts, write_json
+from bench.harness import BenchError, Host, machine_facts, write_json
 from bench.replay import figures, plot
 from bench.replay.cleaners import SPIKE_RATE, Cleaner, Cron, Janitor, NoCleanup, Timing
 from bench.replay.replayer import Replayer
 from bench.replay.sampler import Sampler
 from bench.replay.schedule import Planned, Shape, build, spike_windows
-from janitor.children import interrupt_on_signals
+from janitor.children import ChildError, interrupt_on_signals
 from janitor.vocabulary import parse_duration
 from sandbox.redisserver import PrivateRedis
 
@@ -41,6 +45,15 @@ JANITOR_VARIANTS = {"janitor_off": 0, "janitor_on": SPIKE_RATE}
 # A full list call every this many seconds: the backlog's resolution, and a cost every variant
 # pays alike (a host's users list too).
 LIST_EVERY_S = 2.0
+# What a variant may fail with and still leave the others to run: a tool or the service not
+# doing its part, a daemon call failing.
+VARIANT_FAILURES = (
+    BenchError,
+    ChildError,
+    TimeoutError,
+    docker.errors.DockerException,
+    RequestException,
+)
 QUICK_LIST_EVERY_S = 1.0
 
 
@@ -58,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"replay [{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    results, meta = _run_all(args, shape, timing, schedule, say)
+    results, meta, errors = _run_all(args, shape, timing, schedule, say)
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["machine"]["loadavg_end"] = [round(load, 1) for load in os.getloadavg()]
     document = {
@@ -67,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timing": _plain(asdict(timing)),
         "variants": results,
         "ratios": figures.ratios(results),
+        "errors": errors,
     }
     pictures = {}
     for name, variant in results.items():
@@ -78,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_heading(document))
     print(figures.markdown(document))
     print(f"\nraw figures: {args.out}")
-    return 0
+    return 1 if errors else 0
 
 
 def _run_all(
@@ -87,11 +101,12 @@ def _run_all(
     timing: Timing,
     schedule: Sequence[Planned],
     say: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """Every chosen variant on one private daemon, back to back, each from an empty one."""
     workdir = Path(tempfile.mkdtemp(prefix="janitor-replay-"))
     host = Host("replay")
     results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
     meta: dict[str, Any] = {}
     try:
         with ExitStack() as stack:
@@ -122,20 +137,26 @@ def _run_all(
                 if redis is not None:
                     redis.flush()
                 say(f"{name}: {len(schedule)} starts over {shape.total.total_seconds():.0f}s")
-                results[name] = _run_variant(
-                    name=name,
-                    host=host,
-                    cleaner=cleaner_for(name),
-                    schedule=schedule,
-                    shape=shape,
-                    quick=args.quick,
-                    say=say,
-                )
+                try:
+                    results[name] = _run_variant(
+                        name=name,
+                        host=host,
+                        cleaner=cleaner_for(name),
+                        schedule=schedule,
+                        shape=shape,
+                        quick=args.quick,
+                        say=say,
+                    )
+                except VARIANT_FAILURES as exc:
+                    # One broken variant must not lose the others of a run this long.
+                    errors[name] = "".join(traceback.format_exception(exc))
+                    say(f"{name} failed:\n{errors[name]}")
+                    continue
                 say(f"{name}: {json.dumps(results[name]['spike_median'])}")
             host.empty()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return results, meta
+    return results, meta, errors
 
 
 def _run_variant(
@@ -156,8 +177,8 @@ def _run_variant(
         list_every_s=QUICK_LIST_EVERY_S if quick else LIST_EVERY_S,
     )
     load_start = os.getloadavg()[0]
-    cleaner.start()
     try:
+        cleaner.start()
         t0 = time.time()
         sampler.start(t0)
         replayer.start(t0)
@@ -170,6 +191,7 @@ def _run_variant(
         elapsed = time.time() - t0
     finally:
         replayer.stop()
+        sampler.stop()
         cleaner.stop()
     starts = replayer.starts()
     sweeps = cleaner.sweeps(t0)
@@ -178,12 +200,15 @@ def _run_variant(
     accounting = {
         "planned": len(schedule),
         "created": created,
-        "failed": sum(1 for start in starts if start.error),
+        "start_failed": sum(1 for start in starts if start.error),
+        "not_created": sum(1 for start in starts if not start.container_id),
         "ghosts": sum(1 for planned in schedule if planned.is_ghost),
         "present_at_end": present,
         "removed": created - present,
         "removed_reported": sum(sweep.removed for sweep in sweeps),
     }
+    # A few of the daemon's answers to failed starts: a busy daemon's timeouts, or worse.
+    accounting["start_errors"] = sorted({start.error for start in starts if start.error})[:3]
     say(f"{name}: {json.dumps(accounting)}")
     result = figures.variant(
         starts=starts,

@@ -8,6 +8,7 @@ own processes), when it swept and how many containers it reports having removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -147,6 +148,7 @@ class Cron:
         self._runs: list[tuple[float, str, float, int]] = []
         self._cpu = 0.0
         self._lock = threading.Lock()
+        self._failure: BenchError | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="cron", daemon=True)
@@ -158,8 +160,8 @@ class Cron:
             self._thread.join()
 
     def check_alive(self) -> None:
-        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
-            raise BenchError("the cron loop died")
+        if self._failure is not None:
+            raise self._failure
 
     def cpu_seconds(self) -> float:
         with self._lock:
@@ -195,8 +197,13 @@ class Cron:
         next_run = time.time() + every
         while not self._stop.wait(max(0.0, next_run - time.time())):
             next_run += every
-            for task, argv in commands:
-                self._run(task, argv, env)
+            try:
+                for task, argv in commands:
+                    self._run(task, argv, env)
+            except (BenchError, subprocess.TimeoutExpired) as exc:
+                # The main thread notices at its next check and ends the variant.
+                self._failure = BenchError(f"the cron loop stopped: {exc}")
+                return
 
     def _run(self, task: str, argv: list[str], env: dict[str, str]) -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -246,7 +253,8 @@ class Janitor:
         self._service.start()
 
     def stop(self) -> None:
-        self._cpu_at_stop = tree_cpu_seconds(self._service.pid)
+        with contextlib.suppress(BenchError):  # never started: nothing ran, nothing to count
+            self._cpu_at_stop = tree_cpu_seconds(self._service.pid)
         self._service.cleanup()
 
     def check_alive(self) -> None:
@@ -261,6 +269,8 @@ class Janitor:
         found = []
         for event in self._service.events("sweep_finished"):
             finished = epoch(event) - t0
+            if finished < 0:
+                continue  # the service's warm-up tick, on the empty daemon before the day
             took = float(event.get("duration_s", 0.0))
             counts: dict[str, Any] = event.get("counts") or {}
             task = str(event.get("task", "?"))

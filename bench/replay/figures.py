@@ -74,7 +74,7 @@ def spikes(
     return rows
 
 
-def _median(values: Sequence[float | None]) -> float | None:
+def median_over_spikes(values: Sequence[float | None]) -> float | None:
     """The median, where None (a spike never cleared, a figure not seen) counts as worse than
     every figure: a median of "never" is None, never a flattering figure of the others."""
     if not values:
@@ -123,12 +123,11 @@ def variant(
         "memory_max": round(max(s.memory for s in host), 3),
         "spikes": per_spike,
         "spike_median": {
-            key: _median([row[key] for row in measured])
+            key: median_over_spikes([row[key] for row in measured])
             for key in ("p50_ms", "p95_ms", "p99_ms", "cleared_after_s", "backlog_15s_after")
         },
         "spikes_not_cleared": sum(1 for row in measured if row["cleared_after_s"] is None),
         "all_starts": _latencies([s for s in starts if not s.error]),
-        "failed_starts": sum(1 for s in starts if s.error),
         "backlog_max": max(sample.stopped for sample in lists),
         "backlog_end": lists[-1].stopped,
         "backlog_mean": round(statistics.fmean(sample.stopped for sample in lists), 1),
@@ -190,7 +189,7 @@ COLUMNS = {
     "spike p50 ms": lambda f, r: _num(f["spike_median"]["p50_ms"]),
     "p95 ms": lambda f, r: _num(f["spike_median"]["p95_ms"]),
     "p99 ms": lambda f, r: _num(f["spike_median"]["p99_ms"]),
-    "p95 / none": lambda f, r: _num(r.get("p95_ms_vs_none")),
+    "p95 / none": lambda f, r: _num(r.get("p95_ms_vs_none"), missing="-"),
     "cleared after spike s": lambda f, r: _num(f["spike_median"]["cleared_after_s"]),
     "backlog 15 s after": lambda f, r: _num(f["spike_median"]["backlog_15s_after"]),
     "backlog max / end": lambda f, r: f"{f['backlog_max']} / {f['backlog_end']}",
@@ -200,8 +199,8 @@ COLUMNS = {
 }
 
 
-def _num(value: float | None) -> str:
-    return "never" if value is None else f"{value:g}"
+def _num(value: float | None, missing: str = "never") -> str:
+    return missing if value is None else f"{value:g}"
 
 
 def markdown(document: Mapping[str, Any]) -> str:
@@ -217,6 +216,6 @@ def markdown(document: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for key, pair in table_ratios.items():
         if "_vs_" in key:
-            lines.append(f"\n{key}: spike p95 {_num(pair['p95_ms'])}x, cleaner CPU "
-                         f"{_num(pair['cleaner_cpu_s'])}x")  # fmt: skip
+            lines.append(f"\n{key}: spike p95 {_num(pair['p95_ms'], '-')}x, cleaner CPU "
+                         f"{_num(pair['cleaner_cpu_s'], '-')}x")  # fmt: skip
     return "\n".join(lines)

@@ -177,7 +177,7 @@ def _replay_variant(name: str, variant: dict[str, Any], spikes: int) -> None:
     # Every container the day started is accounted for: still on the host, or reported
     # removed by the cleaner (its own log for the janitor).
     counts = variant["accounting"]
-    assert counts["created"] + counts["failed"] == counts["planned"], (name, counts)
+    assert counts["created"] + counts["not_created"] == counts["planned"], (name, counts)
     assert counts["created"] > 0, (name, counts)
     assert counts["removed"] == counts["removed_reported"], (name, counts)
 
@@ -192,6 +192,7 @@ def test_replay_quick_day_measures_every_variant_and_draws_its_timeline(tmp_path
     assert done.returncode == 0, done.stderr[-5000:]
     assert "| none |" in done.stdout, done.stdout
     document = json.loads(out.read_text())
+    assert document["errors"] == {}
     variants = document["variants"]
     assert tuple(variants) == REPLAY_VARIANTS
     spikes = document["shape"]["spikes"]
