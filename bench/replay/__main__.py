@@ -55,6 +55,8 @@ VARIANT_FAILURES = (
     RequestException,
 )
 QUICK_LIST_EVERY_S = 1.0
+# A daemon on a machine at a load of 60 took more than a minute for one forced removal.
+EMPTY_TIMEOUT_S = 600
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,9 +73,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"replay [{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    results, meta, errors = _run_all(args, shape, timing, schedule, say)
-    meta["seconds"] = round(time.monotonic() - started, 1)
-    meta["machine"]["loadavg_end"] = [round(load, 1) for load in os.getloadavg()]
+    def save(results: dict[str, Any], errors: dict[str, str], meta: dict[str, Any]) -> None:
+        # After every variant, so a run this long that breaks later keeps what it measured.
+        meta["seconds"] = round(time.monotonic() - started, 1)
+        meta["machine"]["loadavg_end"] = [round(load, 1) for load in os.getloadavg()]
+        _save(args.out, shape=shape, timing=timing, meta=meta, results=results, errors=errors)
+
+    results, errors = _run_all(
+        args, shape=shape, timing=timing, schedule=schedule, say=say, save=save
+    )
+    document = json.loads(args.out.read_text())
+    print(_heading(document))
+    print(figures.markdown(document))
+    print(f"\nraw figures: {args.out}")
+    return 1 if errors or not results else 0
+
+
+def _save(
+    out: Path,
+    *,
+    shape: Shape,
+    timing: Timing,
+    meta: dict[str, Any],
+    results: dict[str, Any],
+    errors: dict[str, str],
+) -> None:
+    """The JSON of the variants measured so far, and their PNG timelines beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pictures = {
+        name: str(plot.timeline(name, variant, out.with_name(f"{out.stem}-{name}.png")))
+        for name, variant in results.items()
+    }
     document = {
         "meta": meta,
         "shape": _plain(asdict(shape)),
@@ -81,27 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "variants": results,
         "ratios": figures.ratios(results),
         "errors": errors,
+        "png": pictures,
     }
-    pictures = {}
-    for name, variant in results.items():
-        path = args.out.with_name(f"{args.out.stem}-{name}.png")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        pictures[name] = str(plot.timeline(name, variant, path))
-    document["png"] = pictures
-    write_json(args.out, document)
-    print(_heading(document))
-    print(figures.markdown(document))
-    print(f"\nraw figures: {args.out}")
-    return 1 if errors else 0
+    write_json(out, document)
 
 
 def _run_all(
     args: argparse.Namespace,
+    *,
     shape: Shape,
     timing: Timing,
     schedule: Sequence[Planned],
     say: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    save: Callable[[dict[str, Any], dict[str, str], dict[str, Any]], None],
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Every chosen variant on one private daemon, back to back, each from an empty one."""
     workdir = Path(tempfile.mkdtemp(prefix="janitor-replay-"))
     host = Host("replay")
@@ -133,7 +156,7 @@ def _run_all(
                 )
 
             for name in args.variants:
-                host.empty()
+                _empty(host)
                 if redis is not None:
                     redis.flush()
                 say(f"{name}: {len(schedule)} starts over {shape.total.total_seconds():.0f}s")
@@ -151,12 +174,30 @@ def _run_all(
                     # One broken variant must not lose the others of a run this long.
                     errors[name] = "".join(traceback.format_exception(exc))
                     say(f"{name} failed:\n{errors[name]}")
-                    continue
-                say(f"{name}: {json.dumps(results[name]['spike_median'])}")
-            host.empty()
+                else:
+                    say(f"{name}: {json.dumps(results[name]['spike_median'])}")
+                save(results, errors, meta)
+            _empty(host)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return results, meta, errors
+    return results, errors
+
+
+def _empty(host: Host) -> None:
+    """Every container of the last variant gone, however slow the daemon: what runs killed,
+    then one prune, on a client patient enough for a crushed daemon; stragglers the usual way."""
+    api = docker.APIClient(base_url=host.url, timeout=EMPTY_TIMEOUT_S)
+    try:
+        for container in api.containers(quiet=True):
+            try:
+                api.kill(container["Id"])
+            except docker.errors.APIError as error:
+                if error.status_code not in {404, 409}:  # gone, or exited meanwhile
+                    raise
+        api.prune_containers()
+    finally:
+        api.close()
+    host.empty()
 
 
 def _run_variant(

@@ -191,7 +191,7 @@ COLUMNS = {
     "p99 ms": lambda f, r: _num(f["spike_median"]["p99_ms"]),
     "p95 / none": lambda f, r: _num(r.get("p95_ms_vs_none"), missing="-"),
     "cleared after spike s": lambda f, r: _num(f["spike_median"]["cleared_after_s"]),
-    "backlog 15 s after": lambda f, r: _num(f["spike_median"]["backlog_15s_after"]),
+    "backlog 15 s after": lambda f, r: _num(f["spike_median"]["backlog_15s_after"], "-"),
     "backlog max / end": lambda f, r: f"{f['backlog_max']} / {f['backlog_end']}",
     "list p50 / p95 ms": lambda f, r: f"{f['list_p50_ms']} / {f['list_p95_ms']}",
     "cleaner CPU s (share)": lambda f, r: f"{f['cleaner_cpu_s']} ({f['cleaner_cpu_share']:.2%})",

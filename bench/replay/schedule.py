@@ -32,7 +32,7 @@ class Shape:
             spikes=2,
             spike_size=(20, 30),
             spike_length=timedelta(seconds=6),
-            gap=timedelta(seconds=14),
+            gap=timedelta(seconds=16),
             trickle_per_min=12.0,
             ghost_share=0.05,
             lead=timedelta(seconds=6),
