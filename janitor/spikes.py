@@ -88,5 +88,6 @@ class SpikeDetector:
             self._since, self._began_at = now, recent[0]
         elif self._since is not None and len(kept) < self.thresholds.stay_on:
             self._since = self._began_at = None
-        rate = len(recent) * 60 / WINDOW.total_seconds()
+        # Over the longer window that keeps a spike on, so a spike that is on never shows 0.
+        rate = len(kept) * 60 / STAY_WINDOW.total_seconds()
         return SpikeView(self._since is not None, rate, self._since, self._began_at)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from janitor.spikes import MAX_KEPT, STAY_WINDOW, WINDOW, SpikeDetector, Thresholds
+from janitor.spikes import MAX_KEPT, STAY_WINDOW, SpikeDetector, Thresholds
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
 STEP = timedelta(milliseconds=50)
@@ -116,7 +116,7 @@ def test_the_record_is_bounded_and_forgets_on_reset() -> None:
         detector.add(T0 + timedelta(microseconds=n))
     view = detector.view(T0 + timedelta(seconds=1))
     assert view.spiking
-    assert view.rate_per_min == MAX_KEPT * 60 / WINDOW.total_seconds()
+    assert view.rate_per_min == MAX_KEPT * 60 / STAY_WINDOW.total_seconds()
     detector.reset()
     assert not detector.view(T0 + timedelta(seconds=1)).spiking
 
@@ -148,3 +148,14 @@ def test_fewer_than_three_starts_are_never_a_spike_whatever_the_rate(
         at = T0 + timedelta(seconds=offset)
         detector.add(at)
         assert not detector.view(at).spiking
+
+
+def test_a_spike_that_is_on_never_shows_a_rate_of_zero() -> None:
+    detector = SpikeDetector(60)
+    for k in range(4):
+        detector.add(T0 + timedelta(milliseconds=100 * k))
+    assert detector.view(T0 + timedelta(milliseconds=300)).spiking
+    # No start in the last 3 s, but enough in the last 4 s to keep it on.
+    staying = detector.view(T0 + timedelta(seconds=3.5))
+    assert staying.spiking
+    assert staying.rate_per_min == 4 * 60 / STAY_WINDOW.total_seconds()
