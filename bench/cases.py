@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from bench import holders as bench_holders
 from bench import prune, worker
+from bench import startup as bench_startup
 from bench.custodian import Custodian
 from bench.harness import (
     JANITOR,
@@ -712,6 +713,11 @@ def unused(ctx: Context) -> Figures:
     return prune.measure(ctx.main, ctx.scale.unused, ctx.rounds, ctx.say)
 
 
+def startup(ctx: Context) -> Figures:
+    """The `janitor` command's start-up, whole processes, against `dcgc --help` (bench.startup)."""
+    return bench_startup.measure(ctx.main, ctx.custodian, ctx.rounds, ctx.workdir, ctx.say)
+
+
 CASES: dict[str, Callable[[Context], Figures]] = {
     "backlog": backlog,
     "ghosts": ghosts,
@@ -721,4 +727,5 @@ CASES: dict[str, Callable[[Context], Figures]] = {
     "worker": footprint,
     "holders": namespace_holders,
     "unused": unused,
+    "startup": startup,
 }

@@ -26,7 +26,7 @@ from janitor.children import interrupt_on_signals
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
 # The cases that have a docker-custodian anchor; the others never need its venv.
-CUSTODIAN_CASES = frozenset({"backlog", "ghosts", "idle"})
+CUSTODIAN_CASES = frozenset({"backlog", "ghosts", "idle", "startup"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,7 +77,8 @@ _metrics_dir_in_environment()
 _flower_defaults()
 _json_logging_from_the_start()
 import celeryconfig  # noqa: E402  (needs the settings check above to have passed)
-from janitor import fleet, metrics  # noqa: E402  (after the metrics directory is set)
+from janitor import fleet, follower, metrics  # noqa: E402  (after the metrics directory is set)
+from janitor.follower import GAP_SWEEP_HOLD  # noqa: E402
 from janitor.locks import REDIS_ERRORS  # noqa: E402
 from janitor.redisconn import redis_client  # noqa: E402
 
@@ -188,6 +189,43 @@ def _mark_live_worker(sender: Any, **_: Any) -> None:
 @signals.worker_shutdown.connect
 def _unmark_live_worker(**_: Any) -> None:
     _live_worker_mark.stop()
+
+
+def _start_gap_sweep(host: str) -> None:
+    # By name: this module cannot import the tasks, which import it. Routed like any tick.
+    app.send_task("janitor.remove_stopped", args=(host,), expires=GAP_SWEEP_HOLD.total_seconds())
+
+
+def _spike_followers() -> list[follower.HostFollower]:
+    settings = cached_settings()
+    if settings.spike_rate <= 0:
+        return []
+    client = redis_client(settings, timeout=settings.docker_timeout.total_seconds())
+    return [
+        follower.HostFollower(
+            host,
+            spike_rate=settings.spike_rate,
+            docker_timeout=settings.docker_timeout,
+            client=client,
+            start_gap_sweep=_start_gap_sweep,
+        )
+        for host in settings.hosts
+    ]
+
+
+_followers = follower.Follower()
+
+
+@signals.worker_ready.connect
+def _follow_spikes(**_: Any) -> None:
+    # In the main process, which lives as long as the worker consumes: one stream per host,
+    # not one per pool process.
+    _followers.start(_spike_followers())
+
+
+@signals.worker_shutdown.connect
+def _stop_following(**_: Any) -> None:
+    _followers.stop()
 
 
 class FleetScheduler(PersistentScheduler):

@@ -29,6 +29,12 @@ def pacing(kind: str, host: str) -> str:
     return f"janitor:pacing:{kind}:{host}"
 
 
+def spike(host: str) -> str:
+    """Whether a spawn spike is on at the host, as a live follower sees it: short-lived, so
+    a follower gone quiet leaves no record, which reads as no spike."""
+    return f"janitor:spike:{host}"
+
+
 def first_seen(host: str, kind: str) -> str:
     """When the janitor first saw each item of a kind on a host in some state (a hash)."""
     return f"janitor:first-seen:{host}:{kind}"

@@ -29,7 +29,11 @@ def configure(log_format: str = "json", level: str = "INFO", stream: TextIO | No
     """Send every log line, ours and the libraries', to `stream` in one format."""
     renderer: Any
     if log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks whether or not rich is installed: the same lines in every
+        # environment, and the CLI need not import rich (see cli._import_structlog_without_rich).
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     structlog.configure(

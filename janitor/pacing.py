@@ -3,31 +3,36 @@ under memory or CPU pressure. It sits between the task and the sweep and changes
 settings a sweep runs with, never which containers the policy picks by its rules.
 
 The decisions are pure functions of readings; `plan_removal` and `check_pressure` take the
-readings (daemon events, /proc) and keep their state in Redis, so every worker process and
-every tick of a host sees the same deferral and the same pressure episode.
+readings (the spike state the followers publish, /proc) and keep their state in Redis, so every
+worker process and every tick of a host sees the same deferral and the same pressure episode.
+A removal sweep that is already acting when a spike begins yields to it (`SpikeGate`).
 """
 
 from __future__ import annotations
 
 import enum
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
 import structlog
 
-from janitor import keys, metrics, pressure
+from janitor import follower, keys, metrics, pressure
 from janitor.errors import HostError
+from janitor.locks import REDIS_ERRORS
 from janitor.settings import Settings
 from janitor.tick import Tick
 
 log = structlog.get_logger(__name__)
 
-SPAWN_WINDOW = timedelta(seconds=60)
-# A short burst is measured over at least this span, not as an instantaneous rate.
-MIN_RATE_SPAN = timedelta(seconds=10)
-# While deferred, the rate is checked again this often, so the sweep runs soon after a spike.
+# While deferred, the spike is checked again this often, so the sweep runs soon after it even
+# when no follower says it ended.
 RECHECK = timedelta(seconds=10)
+# How stale the spike state a removal sweep in flight acts on may be: one Redis read per this.
+YIELD_CHECK_EVERY = timedelta(seconds=0.5)
 
 
 class Pace(enum.Enum):
@@ -36,20 +41,8 @@ class Pace(enum.Enum):
     FORCE = "force"  # deferred too long: run anyway, one action in flight
 
 
-def spawn_rate(starts: list[datetime], now: datetime) -> float:
-    """Container starts per minute over what the daemon's event buffer returned.
-
-    The buffer may hold less than the window under churn; measuring over the span the
-    returned events cover keeps a truncated spike a spike instead of diluting it.
-    """
-    if not starts:
-        return 0.0
-    span = max(now - min(starts), MIN_RATE_SPAN)
-    return len(starts) * 60 / min(span, SPAWN_WINDOW).total_seconds()
-
-
-def pace(rate: float, threshold: int, deferred_for: timedelta | None, max_defer: timedelta) -> Pace:
-    if threshold <= 0 or rate <= threshold:
+def pace(spiking: bool, deferred_for: timedelta | None, max_defer: timedelta) -> Pace:
+    if not spiking:
         return Pace.RUN
     if deferred_for is not None and deferred_for >= max_defer:
         return Pace.FORCE
@@ -102,16 +95,18 @@ def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
     if settings.spike_rate <= 0:
         return RemovalPlan(Pace.RUN, effective, notes)
     try:
-        rate, now = _measure_rate(tick)
+        now = tick.daemon_info().now
     except HostError:
         return RemovalPlan(Pace.RUN, effective, notes)  # the sweep reports the host as failed
+    # No record: no follower saw this host lately, and nothing unseen defers cleaning.
+    state = follower.read_state(client, host_name)
+    rate = state.rate_per_min if state else 0.0
     notes["spawn_rate_per_min"] = round(rate, 1)
-    metrics.SPAWN_RATE.labels(host=host_name).set(rate)
-    since_key = keys.pacing("deferred-since", host_name)
+    since_key = keys.pacing(follower.DEFERRED_SINCE, host_name)
     raw = client.get(since_key)
     deferred_since = datetime.fromisoformat(raw.decode()) if raw else None
     deferred_for = now - deferred_since if deferred_since else None
-    decision = pace(rate, settings.spike_rate, deferred_for, settings.max_defer)
+    decision = pace(state is not None and state.spiking, deferred_for, settings.max_defer)
     if deferred_for is not None:
         notes["deferred_s"] = round(deferred_for.total_seconds(), 1)
     if decision is Pace.DEFER:
@@ -126,9 +121,9 @@ def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
             deferred_s=notes.get("deferred_s", 0),
         )
         return RemovalPlan(decision, effective, notes)
-    client.delete(since_key)
     metrics.DEFERRED.labels(host=host_name).set(0)
     if decision is Pace.FORCE:
+        client.delete(since_key)
         # Cleaning must not wait forever on a host that is always busy, but during the spike
         # it competes with it for the daemon as little as it can.
         bound.warning(
@@ -139,10 +134,61 @@ def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
     return RemovalPlan(decision, effective, notes)
 
 
-def _measure_rate(tick: Tick) -> tuple[float, datetime]:
-    """The host's spawn rate per minute and the daemon's clock it was measured at."""
-    now = tick.daemon_info().now
-    return spawn_rate(tick.docker.starts_between(now - SPAWN_WINDOW, now), now), now
+class SpikeGate:
+    """A removal sweep's `yield_to`: True once a follower says a spike is on at the host.
+
+    Read at most every YIELD_CHECK_EVERY (actions in flight share the answer); the first True
+    records the deferral, so the follower starts the next sweep as soon as the spike ends and
+    JANITOR_MAX_DEFER counts from here. Redis failing is no spike: the sweep goes on.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        host_name: str,
+        now: datetime,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.monotonic = monotonic
+        self.host_name = host_name
+        self.now = now
+        self.yielded = False
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._spiking = False
+
+    def __call__(self) -> bool:
+        with self._lock:
+            moment = self.monotonic()
+            if (
+                self._checked_at is None
+                or moment - self._checked_at >= YIELD_CHECK_EVERY.total_seconds()
+            ):
+                self._checked_at = moment
+                self._spiking = self._read()
+            return self._spiking
+
+    def _read(self) -> bool:
+        try:
+            state = follower.read_state(self.client, self.host_name)
+            if state is None or not state.spiking:
+                return False
+            if not self.yielded:
+                since_key = keys.pacing(follower.DEFERRED_SINCE, self.host_name)
+                self.client.set(since_key, self.now.isoformat(), nx=True)
+        except REDIS_ERRORS as exc:
+            log.warning("pacing_unchecked", host=self.host_name, error=str(exc))
+            return False
+        self.yielded = True
+        return True
+
+
+def end_deferral(client: redis.Redis[bytes], host_name: str) -> None:
+    """A sweep ran without yielding: the host's deferral, if any, is over. Kept until then, so
+    that a sweep that yields to a spike back after a dip keeps the deferral's first instant,
+    and JANITOR_MAX_DEFER counts from it."""
+    client.delete(keys.pacing(follower.DEFERRED_SINCE, host_name))
 
 
 def claim_recheck(client: redis.Redis[bytes], host_name: str) -> bool:

@@ -127,8 +127,8 @@ class Settings(PruneSettings):
     spike_rate: int = Field(
         0,
         ge=0,
-        description="container starts per minute above which the stopped sweep is deferred; "
-        "0 turns pacing off",
+        description="container starts per minute above which a spawn spike is on (over 3 s): "
+        "the stopped sweep is deferred and a sweep in flight yields; 0 turns pacing off",
     )
     max_defer: Duration = Field(
         timedelta(minutes=10), description="longest deferral of a stopped sweep by a spike"

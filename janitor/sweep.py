@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,6 +80,9 @@ class SweepOptions:
     remove_volumes: bool = True
     # time.monotonic() past which no new action starts; the rest waits for the next tick.
     deadline: float | None = None
+    # Asked before each action: True while something more urgent than this sweep needs the
+    # daemon (a spawn spike, for removal sweeps); then no new action starts. Must be cheap.
+    yield_to: Callable[[], bool] | None = None
 
     @classmethod
     def from_settings(
@@ -139,10 +142,14 @@ class _Halt:
         self._event = threading.Event()
         self.reason = ""
         self.status = Status.OK
+        # What the actions not started because of it are reported with.
+        self.detail = Detail.SWEEP_STOPPED
 
-    def __call__(self, reason: str, status: Status = Status.FAILED) -> None:
+    def __call__(
+        self, reason: str, status: Status = Status.FAILED, detail: Detail = Detail.SWEEP_STOPPED
+    ) -> None:
         if not self._event.is_set():
-            self.reason, self.status = reason, status
+            self.reason, self.status, self.detail = reason, status, detail
             self._event.set()
 
     def __bool__(self) -> bool:
@@ -271,17 +278,20 @@ class _Engine(Generic[Snapshot]):
         finally:
             # Interrupted here (a soft time limit, Ctrl-C): actions not yet started never start.
             pool.shutdown(wait=True, cancel_futures=True)
-        if self.halt:
+        done = [result for result in results if result is not None]
+        if self.halt.detail is Detail.YIELDED_TO_SPIKE:
+            yielded = sum(1 for result in done if result.detail == Detail.YIELDED_TO_SPIKE)
+            self.log.info("sweep_yielded", why=self.halt.reason, yielded=yielded)
+        elif self.halt:
             self.log.warning("sweep_halted", why=self.halt.reason, status=self.halt.status.value)
-        return [result for result in results if result is not None]
+        return done
 
     def _act(self, action: Action) -> ActionResult:
         if self.halt:
             # Why it stopped is the sweep_halted line and the report's error; not repeated per item.
-            return ActionResult(action, Outcome.REFUSED, Detail.SWEEP_STOPPED)
-        if self.options.deadline is not None and time.monotonic() > self.options.deadline:
-            self.halt("deadline reached; the rest waits for the next tick", Status.OK)
-            return ActionResult(action, Outcome.REFUSED, Detail.DEADLINE_REACHED)
+            return ActionResult(action, Outcome.REFUSED, self.halt.detail)
+        if stop := self._why_no_new_action():
+            return ActionResult(action, Outcome.REFUSED, stop)
         try:
             return self._recheck_and_act(action)
         except ContainerError as exc:
@@ -292,6 +302,20 @@ class _Engine(Generic[Snapshot]):
         except HostError as exc:
             self.halt(str(exc))
             return ActionResult(action, Outcome.FAILED, str(exc))
+
+    def _why_no_new_action(self) -> Detail | None:
+        """Why no action may start now; the first to find it stops the sweep, status ok."""
+        if self.options.yield_to is not None and self.options.yield_to():
+            self.halt(
+                "a spawn spike began; the rest waits for the gap",
+                Status.OK,
+                Detail.YIELDED_TO_SPIKE,
+            )
+            return Detail.YIELDED_TO_SPIKE
+        if self.options.deadline is not None and time.monotonic() > self.options.deadline:
+            self.halt("deadline reached; the rest waits for the next tick", Status.OK)
+            return Detail.DEADLINE_REACHED
+        return None
 
     def _recheck_and_act(self, action: Action) -> ActionResult:
         self.lease.confirm()

@@ -10,6 +10,7 @@ import structlog
 
 from janitor import fleet, metrics, pacing
 from janitor.celery_app import app
+from janitor.errors import HostError
 from janitor.locks import REDIS_ERRORS
 from janitor.model import Status, SweepNotRun, SweepReport, Task
 from janitor.redisconn import redis_client
@@ -32,9 +33,11 @@ def _redis() -> redis.Redis[bytes]:
     )
 
 
-def _sweep(tick: Tick, notes: dict[str, object] | None = None) -> dict[str, object]:
+def _sweep(
+    tick: Tick, notes: dict[str, object] | None = None, gate: pacing.SpikeGate | None = None
+) -> dict[str, object]:
     deadline = time.monotonic() + time_limits(tick.settings, tick.task).cutoff.total_seconds()
-    outcome = sweep(tick, deadline=deadline)
+    outcome = sweep(tick, deadline=deadline, yield_to=gate)
     if not isinstance(outcome, SweepReport):
         metrics.record_skipped(outcome.host, outcome.task.value)
         return outcome.to_dict()
@@ -92,12 +95,42 @@ def remove_stopped(host: str) -> dict[str, object]:
             log.warning("pacing_unchecked", host=host, error=str(exc))
             return _sweep(tick)
         if plan.pace is pacing.Pace.DEFER:
-            if pacing.claim_recheck(_redis(), host):
-                recheck = pacing.RECHECK.total_seconds()
-                remove_stopped.apply_async(args=(host,), countdown=recheck, expires=recheck * 3)
+            _recheck_later(host)
             deferred = SweepNotRun(Task.REMOVE_STOPPED, host, Status.DEFERRED, notes=plan.notes)
             return deferred.to_dict()
-        return _sweep(tick.with_settings(plan.settings), plan.notes)
+        # A forced sweep has waited long enough: it goes on through the spike, one at a time.
+        gate = _spike_gate(tick) if plan.pace is pacing.Pace.RUN else None
+        result = _sweep(tick.with_settings(plan.settings), plan.notes, gate)
+        if gate is not None and gate.yielded:
+            _recheck_later(host)  # in case no follower sees the spike end
+        elif gate is not None:
+            try:
+                pacing.end_deferral(_redis(), host)
+            except REDIS_ERRORS as exc:
+                log.warning("pacing_unchecked", host=host, error=str(exc))
+        return result
+
+
+def _spike_gate(tick: Tick) -> pacing.SpikeGate | None:
+    if tick.settings.spike_rate <= 0:
+        return None
+    try:
+        now = tick.daemon_info().now
+    except HostError:
+        return None  # the sweep reports the host as failed
+    return pacing.SpikeGate(_redis(), tick.host.name, now)
+
+
+def _recheck_later(host: str) -> None:
+    """One spike check of a deferred host RECHECK from now, whoever asks first."""
+    try:
+        claimed = pacing.claim_recheck(_redis(), host)
+    except REDIS_ERRORS as exc:
+        log.warning("pacing_unchecked", host=host, error=str(exc))
+        return
+    if claimed:
+        recheck = pacing.RECHECK.total_seconds()
+        remove_stopped.apply_async(args=(host,), countdown=recheck, expires=recheck * 3)
 
 
 @app.task(name="janitor.prune_unused")

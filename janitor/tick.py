@@ -7,8 +7,9 @@ pacing, which runs before the sweep of a stopped tick, reads the same clock thro
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -96,13 +97,17 @@ def open_tick(
         yield Tick(settings, host, task, docker, redis_client)
 
 
-def sweep(tick: Tick, *, deadline: float | None = None) -> SweepOutcome:
+def sweep(
+    tick: Tick, *, deadline: float | None = None, yield_to: Callable[[], bool] | None = None
+) -> SweepOutcome:
     """Sweep the tick's host for its task; never raises for host, Redis or lease trouble.
 
     Without a Redis client (a CLI sweep with Redis down) there is no lease and no identity
     record. Another sweep holding the lease makes this one a logged no-op: SKIPPED.
+    `yield_to` is asked before each action (see SweepOptions).
     """
     options = SweepOptions.from_settings(tick.settings, tick.task, deadline)
+    options = dataclasses.replace(options, yield_to=yield_to)
     header = ReportHeader(tick.task, tick.host.name, options.dry_run)
     lease: Lease = NoLease()
     try:

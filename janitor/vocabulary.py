@@ -35,6 +35,8 @@ class Detail(StrEnum):
     DEADLINE_REACHED = "deadline_reached"
     LEASE_LOST = "lease_lost"
     SWEEP_STOPPED = "sweep_stopped"
+    # A spawn spike began while the removal sweep acted: the rest waits for the gap.
+    YIELDED_TO_SPIKE = "yielded_to_spike"
     RESTARTED_SINCE_DECISION = "restarted_since_decision"
     RAN_SINCE_DECISION = "ran_since_decision"
     NO_LONGER_ELIGIBLE = "no_longer_eligible"

@@ -30,4 +30,6 @@ if ! command -v uv >/dev/null 2>&1; then
   echo "bootstrap: installing uv" >&2
   python3 -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 fi
-uv sync --frozen --quiet
+# Compiled once here, so that no janitor process (the CLI, every worker the tests start)
+# compiles its libraries again at each start where PYTHONDONTWRITEBYTECODE is set.
+uv sync --frozen --quiet --compile-bytecode

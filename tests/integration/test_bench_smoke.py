@@ -16,7 +16,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE = 20
 HOSTS = 2
-CASES = {"backlog", "ghosts", "idle", "spike", "hosts", "worker", "holders", "unused"}
+CASES = {
+    "backlog", "ghosts", "idle", "spike", "hosts", "worker", "holders", "unused", "startup",
+}  # fmt: skip
 
 
 def _positive_numbers(figures: dict[str, Any], keys: set[str]) -> None:
@@ -134,9 +136,18 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
     _tools(unused, {"janitor", "prune"}, {"wall_s", "per_s"})
     _positive_numbers(unused["tools"]["janitor"]["median"], {"first_sweep_s", "duration_s"})
 
+    startup = cases["startup"]["commands"]
+    assert set(startup) == {
+        "version", "help", "sweep_help", "idle_sweep", "idle_sweep_with_redis",
+        "idle_sweep_no_bytecode",
+    }  # fmt: skip
+    for name, command in startup.items():
+        _positive_numbers(command["median"], {"wall_s", "client_cpu_s"})
+        assert "ratio_to_dcgc_help" not in command, f"{name}: no dcgc in the smoke run"
+
     verdicts = {(v["case"], v["name"]) for v in document["targets"]}
     assert {case for case, _ in verdicts} == {
-        "backlog", "ghosts", "idle", "spike", "hosts", "unused",
+        "backlog", "ghosts", "idle", "spike", "hosts", "unused", "startup",
     }  # fmt: skip
     assert any(name.startswith("service_pacing_on") for case, name in verdicts if case == "spike")
     machine = document["meta"]["machine"]

@@ -40,7 +40,8 @@ EVENTS = "GET /events"
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One canned answer. `hang`: never answer (until the daemon closes); `cut`: send the
-    headers and part of the body, then close the socket; `drop`: close without a byte."""
+    headers and part of the body, then close the socket; `drop`: close without a byte;
+    `linger`: send a chunked body and keep the stream open, as a live event stream."""
 
     status: int = 200
     body: bytes = b""
@@ -49,6 +50,7 @@ class Reply:
     hang: bool = False
     cut: bool = False
     drop: bool = False
+    linger: bool = False
     headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -234,8 +236,12 @@ class FakeDaemon:
             # A cut answer promises more than it sends.
             handler.send_header("Content-Length", str(len(reply.body) + (64 if reply.cut else 0)))
         handler.end_headers()
-        handler.wfile.write(_chunked(reply.body, cut=reply.cut) if reply.chunked else reply.body)
+        body = _chunked(reply.body, cut=reply.cut, end=not reply.linger)
+        handler.wfile.write(body if reply.chunked else reply.body)
         handler.wfile.flush()
+        if reply.linger:
+            self.closing.wait()
+            handler.close_connection = True
         if reply.cut:
             _hang_up(handler)
 
@@ -277,9 +283,9 @@ def _hang_up(handler: BaseHTTPRequestHandler) -> None:
     handler.connection.shutdown(socket.SHUT_RDWR)
 
 
-def _chunked(body: bytes, *, cut: bool) -> bytes:
+def _chunked(body: bytes, *, cut: bool, end: bool = True) -> bytes:
     lines = body.splitlines(keepends=True)
     encoded = b"".join(b"%x\r\n%s\r\n" % (len(line), line) for line in lines)
     if cut:
         return encoded[: len(encoded) // 2]
-    return encoded + b"0\r\n\r\n"
+    return encoded + (b"0\r\n\r\n" if end else b"")

@@ -1,51 +1,29 @@
-"""Pacing's pure decisions: spawn rate, defer or run, pressure hysteresis, tightened graces."""
+"""Pacing's pure decisions: defer or run, pressure hysteresis, tightened graces."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from janitor import pressure
-from janitor.pacing import Pace, is_under_pressure, pace, spawn_rate, tightened
+from janitor.pacing import Pace, is_under_pressure, pace, tightened
 from janitor.settings import load_settings
-
-NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
-
-
-def starts(count: int, over: timedelta) -> list[datetime]:
-    step = over / max(count, 1)
-    return [NOW - step * i for i in range(count)]
-
-
-def test_spawn_rate_over_a_full_minute() -> None:
-    assert spawn_rate(starts(30, timedelta(seconds=60)), NOW) == pytest.approx(30.5, abs=1)
-
-
-def test_spawn_rate_of_a_truncated_burst_is_not_diluted() -> None:
-    # The daemon's buffer held only the last 15 s of a 200-a-minute spike.
-    assert spawn_rate(starts(50, timedelta(seconds=15)), NOW) == pytest.approx(200, rel=0.1)
-
-
-def test_a_short_burst_is_spread_over_ten_seconds_at_least() -> None:
-    assert spawn_rate(starts(5, timedelta(seconds=1)), NOW) == pytest.approx(30)
-    assert spawn_rate([], NOW) == 0
 
 
 @pytest.mark.parametrize(
-    ("rate", "threshold", "deferred_for", "expected"),
+    ("spiking", "deferred_for", "expected"),
     [
-        (500, 0, None, Pace.RUN),  # pacing off
-        (100, 120, None, Pace.RUN),
-        (121, 120, None, Pace.DEFER),
-        (121, 120, timedelta(minutes=9), Pace.DEFER),
-        (121, 120, timedelta(minutes=10), Pace.FORCE),
-        (50, 120, timedelta(hours=1), Pace.RUN),  # the spike ended: run at full speed
+        (False, None, Pace.RUN),
+        (True, None, Pace.DEFER),
+        (True, timedelta(minutes=9), Pace.DEFER),
+        (True, timedelta(minutes=10), Pace.FORCE),
+        (False, timedelta(hours=1), Pace.RUN),  # the spike ended: run at full speed
     ],
 )
-def test_pace(rate: float, threshold: int, deferred_for: timedelta | None, expected: Pace) -> None:
-    assert pace(rate, threshold, deferred_for, timedelta(minutes=10)) is expected
+def test_pace(spiking: bool, deferred_for: timedelta | None, expected: Pace) -> None:
+    assert pace(spiking, deferred_for, timedelta(minutes=10)) is expected
 
 
 @pytest.mark.parametrize(

@@ -286,6 +286,27 @@ def test_past_the_deadline_no_action_starts_and_the_sweep_is_still_ok() -> None:
     assert fake.calls["remove"] == 0
 
 
+def test_a_removal_sweep_that_meets_a_spike_starts_no_new_removal_and_yields_the_rest() -> None:
+    fake = FakeHost([container(f"exit-{n}") for n in range(6)])
+    asked: list[bool] = []
+
+    def spiking() -> bool:
+        asked.append(len(asked) >= 2)  # the spike begins after two removals
+        return asked[-1]
+
+    options = SweepOptions(Task.REMOVE_STOPPED, concurrency=1, yield_to=spiking)
+    with capture_logs() as logs:
+        report = sweep_containers(fake, settings_for(fake).rules(), options, NoLease(), NOW)
+    assert report.status is Status.OK
+    assert report.counts == {"done": 2, "refused": 4}
+    refused = {r.detail for r in report.results if r.outcome is Outcome.REFUSED}
+    assert refused == {Detail.YIELDED_TO_SPIKE}
+    assert fake.calls["remove"] == 2
+    assert asked == [False, False, True], "not asked again once it yielded"
+    emitted(logs, "sweep_yielded", yielded=4)
+    assert not [e for e in logs if e["event"] == "sweep_halted"]
+
+
 def test_every_event_name_in_the_code_is_literal() -> None:
     source = "\n".join(p.read_text() for p in (README.parent / "janitor").rglob("*.py"))
     assert not re.search(r"""\.(debug|info|warning|error|exception)\(\s*f["']""", source)

@@ -16,9 +16,10 @@ import redis
 from structlog.testing import capture_logs
 from support.fakehost import NOW, FakeHost, container, emitted, settings_for
 
-from janitor import keys, pressure, tasks, tick
+from janitor import follower, keys, pacing, pressure, tasks, tick
 from janitor.errors import UnknownHostError
 from janitor.model import State, Status
+from janitor.spikes import SpikeView
 from janitor.sweep import ReportHeader
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -115,35 +116,92 @@ def test_redis_down_fails_the_sweep_and_leaves_pacing_and_pressure_unchecked(
     assert harness.fake.calls["stop"] == harness.fake.calls["remove"] == 0
 
 
+def spike_on(redis_url: str, host: str = "alpha") -> redis.Redis[bytes]:
+    """A follower's record of a spike at the host, as a live one publishes it."""
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    follower.publish(client, host, SpikeView(True, 240.0, NOW, NOW - timedelta(seconds=1)))
+    return client
+
+
 def test_a_spike_defers_the_stopped_sweep_and_queues_one_recheck(
     harness: Harness, redis_url: str
 ) -> None:
     harness.configure(redis_url, spike_rate=60)
-    harness.fake.starts = [NOW - timedelta(seconds=s) for s in range(30)]
+    spike_on(redis_url)
     with capture_logs() as logs:
         first = tasks.remove_stopped("alpha")
         second = tasks.remove_stopped("alpha")
     assert first["status"] == second["status"] == "deferred"
-    assert first["spawn_rate_per_min"] > 60
+    assert first["spawn_rate_per_min"] == 240.0
     emitted(logs, "sweep_deferred", threshold=60)
     assert [q["countdown"] for q in harness.queued] == [10.0], "one recheck per deferral step"
     assert harness.fake.calls["remove"] == 0
+    assert harness.fake.calls["events"] == 0, "the follower reads the events, not the tick"
+
+
+def test_no_follower_record_is_no_spike(harness: Harness, redis_url: str) -> None:
+    harness.configure(redis_url, spike_rate=60)
+    client = spike_on(redis_url)
+    client.delete(keys.spike("alpha"))  # the follower died: its record expired
+    result = tasks.remove_stopped("alpha")
+    assert result["status"] == "ok"
+    assert result["counts"] == {"done": 1}
+
+
+def test_a_spike_that_begins_mid_sweep_makes_the_sweep_yield_and_queue_a_recheck(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url, spike_rate=60, concurrency=1)
+    harness.monkeypatch.setattr(pacing, "YIELD_CHECK_EVERY", timedelta(0))
+    exited = [container(f"exit-{n}") for n in range(5)]
+    harness.fake.containers = {c.id: c for c in exited}
+
+    def spike_begins() -> None:
+        spike_on(redis_url)
+
+    # Right before the second removal's re-check: that one goes ahead, the next yields.
+    harness.fake.meddlers[exited[1].id] = spike_begins
+    with capture_logs() as logs:
+        result = tasks.remove_stopped("alpha")
+    assert result["status"] == "ok"
+    assert result["counts"] == {"done": 2, "refused": 3}
+    details = {a["detail"] for a in result["actions"] if a["outcome"] == "refused"}
+    assert details == {"yielded_to_spike"}
+    emitted(logs, "sweep_yielded", yielded=3)
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    assert client.get(keys.pacing("deferred-since", "alpha")) == NOW.isoformat().encode()
+    assert [q["countdown"] for q in harness.queued] == [10.0], "in case no follower sees its end"
 
 
 def test_a_spike_longer_than_max_defer_forces_the_sweep_one_at_a_time(
     harness: Harness, redis_url: str
 ) -> None:
     harness.configure(redis_url, spike_rate=60, max_defer="10m")
-    redis.Redis.from_url(redis_url).set(
-        keys.pacing("deferred-since", "alpha"), (NOW - timedelta(minutes=11)).isoformat()
-    )
-    harness.fake.starts = [NOW - timedelta(seconds=s) for s in range(30)]
+    client = spike_on(redis_url)
+    client.set(keys.pacing("deferred-since", "alpha"), (NOW - timedelta(minutes=11)).isoformat())
     with capture_logs() as logs:
         result = tasks.remove_stopped("alpha")
     assert result["status"] == "ok"
     assert result["forced"] is True
-    assert result["counts"] == {"done": 1}
+    assert result["counts"] == {"done": 1}, "a forced sweep does not yield"
     emitted(logs, "sweep_forced", deferred_s=660.0)
+
+
+def test_the_spike_gate_reads_redis_at_most_every_half_second(redis_url: str) -> None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    clock = [0.0]
+    gate = pacing.SpikeGate(client, "alpha", NOW, monotonic=lambda: clock[0])
+    assert gate() is False
+    spike_on(redis_url)
+    clock[0] = 0.4
+    assert gate() is False, "the answer of 0.4 s ago"
+    clock[0] = 0.5
+    assert gate() is True
+    assert gate.yielded
+    broken = pacing.SpikeGate(redis.Redis.from_url(CLOSED_REDIS), "alpha", NOW)
+    with capture_logs() as logs:
+        assert broken() is False, "Redis failing is no spike"
+    emitted(logs, "pacing_unchecked", host="alpha")
 
 
 @pytest.mark.parametrize("prune_interval", ["0", "10m"])
