@@ -47,9 +47,23 @@ run: setup
 demo: setup
 	$(UV) python -m sandbox.demo
 
+# `make bench` runs every benchmark; `make bench CASE=NAME` one alone: `replay` (the day of
+# spikes, about 80 minutes), `fleet`, or a case of `python -m bench` (`spike`, `backlog`, ...).
+# BENCH_ARGS go to that one, e.g. `make bench CASE=replay BENCH_ARGS="--spikes 3 --duration 6m"`.
+CASE ?=
+BENCH_ARGS ?=
 bench: setup
+ifeq ($(CASE),)
 	$(UV) python -m bench
 	$(UV) python -m bench.fleet
+	$(UV) python -m bench.replay
+else ifeq ($(CASE),replay)
+	$(UV) python -m bench.replay $(BENCH_ARGS)
+else ifeq ($(CASE),fleet)
+	$(UV) python -m bench.fleet $(BENCH_ARGS)
+else
+	$(UV) python -m bench --only $(CASE) $(BENCH_ARGS)
+endif
 
 soak: setup
 	$(PYTEST) -q -m slow --override-ini="addopts=--strict-markers -ra" tests/soak

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +17,7 @@ from typing import Any
 
 from bench import custodian, holders
 from bench.cases import CASES, Context, Scale
-from bench.harness import REPO_ROOT, Host
+from bench.harness import REPO_ROOT, Host, machine_facts, write_json
 from bench.targets import evaluate
 from janitor.children import interrupt_on_signals
 
@@ -78,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["machine"]["loadavg_end"] = [round(load, 1) for load in os.getloadavg()]
     document = {"meta": meta, "cases": results, "targets": table.to_json(), "errors": failed}
-    _write(args.out, document)
+    write_json(args.out, document)
     print(_heading(meta))
     print(table.render())
     if "holders" in results:
@@ -116,26 +113,9 @@ def _start_all(hosts: list[Host]) -> None:
 def _meta(
     host: Host, scale: Scale, rounds: int, cases: list[str], tools: custodian.Custodian | None
 ) -> dict[str, Any]:
-    info = host.info()
-    client = subprocess.run(
-        ["docker", "version", "--format", "{{.Client.Version}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "mem_total_gib": round(int(info["MemTotal"]) / 2**30, 1),
-            "kernel": platform.release(),
-            "dockerd": host.version(),
-            "storage_driver": info.get("Driver"),
-            "docker_cli": client,
-            "python": platform.python_version(),
-            # Other people's work on a shared machine shows here, and in every timing.
-            "loadavg_start": [round(load, 1) for load in os.getloadavg()],
-        },
+        "machine": machine_facts(host),
         "scale": vars(scale),
         "rounds": rounds,
         "cases": cases,
@@ -151,11 +131,3 @@ def _heading(meta: dict[str, Any]) -> str:
         f"({machine['storage_driver']}), load average {machine['loadavg_start'][0]} at the "
         f"start and {machine['loadavg_end'][0]} at the end, {meta['rounds']} round(s), medians\n"
     )
-
-
-def _write(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed: an interrupted run never leaves half a JSON file.
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    temporary.replace(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -308,6 +309,36 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
+
+
+def machine_facts(host: Host) -> dict[str, Any]:
+    """The facts a run's figures depend on, the load average at its start included: other
+    people's work on a shared machine shows there, and in every timing."""
+    info = host.info()
+    client = subprocess.run(
+        ["docker", "version", "--format", "{{.Client.Version}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "mem_total_gib": round(int(info["MemTotal"]) / 2**30, 1),
+        "kernel": platform.release(),
+        "dockerd": host.version(),
+        "storage_driver": info.get("Driver"),
+        "docker_cli": client,
+        "python": platform.python_version(),
+        "loadavg_start": [round(load, 1) for load in os.getloadavg()],
+    }
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed: an interrupted run never leaves half a JSON file.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(document, indent=2) + "\n")
+    temporary.replace(path)
 
 
 def require(condition: bool, message: str) -> None:

@@ -75,6 +75,13 @@ class Service(Managed):
         follows, the deferral, its rechecks and the sweep, is the service's own doing."""
         self._app.send_task("janitor.remove_stopped", args=[self.host.name], queue=self.queue)
 
+    @property
+    def pid(self) -> int:
+        """The worker's own pid: its pool and embedded beat are its descendants."""
+        if self._worker is None:
+            raise BenchError("the service has not started")
+        return self._worker.pid
+
     def check_alive(self) -> None:
         try:
             if self._worker is not None:

@@ -76,6 +76,11 @@ class DependencyReader:
                 newer = self._created_since()
                 if newer is None:
                     found = self._reading(started, self.docker.list_namespace_users())
+                elif not newer:
+                    # Nothing new since: who depends on whom is what it was (states aside,
+                    # which _as_now reads); rebuilding the index per batch made a backlog's
+                    # sweep quadratic.
+                    self._read_at = started
                 else:
                     fresh = {u.id for u in newer}
                     kept = [u for u in self._users if u.id not in fresh]
@@ -83,9 +88,15 @@ class DependencyReader:
         return Dependents({holder_id: self._as_now(found.of(holder_id))})
 
     def _reading(
-        self, started: float, listed: list[NamespaceUser], known: Sequence[NamespaceUser] = ()
+        self,
+        started: float,
+        listed: list[NamespaceUser],
+        known: Sequence[NamespaceUser] | None = None,
     ) -> Dependents:
-        self._users = self._with_settings(listed) + list(known)
+        """From a list of the whole host, or of those created since (`known` the rest): only
+        the whole host's tells which cached settings belong to removed containers."""
+        whole_host = known is None
+        self._users = self._with_settings(listed, whole_host=whole_host) + list(known or ())
         self._found, self._read_at = dependents(self._users), started
         return self._found
 
@@ -111,23 +122,31 @@ class DependencyReader:
             now.append(dataclasses.replace(user, state=state))
         return tuple(now)
 
-    def _with_settings(self, listed: list[NamespaceUser]) -> list[NamespaceUser]:
+    def _with_settings(
+        self, listed: list[NamespaceUser], *, whole_host: bool
+    ) -> list[NamespaceUser]:
         """The listed containers with the references only inspect shows (those removed
         since the list left out)."""
-        settings, gone = self._settings([u.id for u in listed])
+        settings, gone = self._settings([u.id for u in listed], whole_host=whole_host)
         return [
             NamespaceUser(u.id, u.name, u.state, _combined(u.references, settings[u.id]))
             for u in listed
             if u.id not in gone
         ]
 
-    def _settings(self, ids: list[str]) -> tuple[dict[str, tuple[str, ...] | None], set[str]]:
-        """Each listed container's inspect-only references, and the ones removed since."""
+    def _settings(
+        self, ids: list[str], *, whole_host: bool
+    ) -> tuple[dict[str, tuple[str, ...] | None], set[str]]:
+        """Each listed container's inspect-only references, and the ones removed since; the
+        cache is pruned to what a list of the whole host shows, never to a `since` list's few
+        (which forgot every other container's settings: an inspect of each, per re-check)."""
         host = self.docker.name
         listed = set(ids)
         with _SETTINGS_LOCK:
-            cached = {i: s for i, s in _SETTINGS.get(host, {}).items() if i in listed}
-            _SETTINGS[host] = cached
+            known = _SETTINGS.get(host, {})
+            cached = {i: s for i, s in known.items() if i in listed}
+            if whole_host:
+                _SETTINGS[host] = dict(cached)
         settings: dict[str, tuple[str, ...] | None] = dict(cached)
         gone: set[str] = set()
         missing = [i for i in ids if i not in cached]

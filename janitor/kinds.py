@@ -62,6 +62,11 @@ class ContainerKind:
         self.dependencies = DependencyReader(docker, concurrency=options.concurrency)
         # Holders this sweep spared for their dependents (the engine reports the count).
         self.held = 0
+        # When the current batch of actions began (time.monotonic()): its re-checks share one
+        # reading of the dependents taken after that.
+        self.batch_began = time.monotonic()
+        # Each candidate's position in the survey's list.
+        self.listed_at: dict[str, int] = {}
         self.log = structlog.get_logger(__name__).bind(
             host=docker.name, task=self.task.value, dry_run=options.dry_run
         )
@@ -69,6 +74,7 @@ class ContainerKind:
     def survey(self, now: datetime) -> Survey:
         summaries = self.docker.list_containers(self.rules.selector)
         candidates, self.facts = policy.survey(summaries, self.task, self.rules, now)
+        self.listed_at = {c.id: position for position, c in enumerate(candidates)}
         return Survey(
             scanned=len(summaries),
             census=dict(Counter(str(s.state) for s in summaries)),
@@ -97,10 +103,20 @@ class ContainerKind:
         actions = policy.select(snapshots, self.task, self.rules, now, facts=self.facts)
         allowed, held = holders.spare_held(actions, found)
         self.held = len(held)
-        return allowed
+        # Oldest first: the newest containers stay until the last batch, so the re-checks'
+        # `since` lists start from one that still exists and cost only what is new.
+        # Ties (the same instant) go in the list's order, whatever order they were inspected in.
+        created = {c.id: c.created_at or now for c in snapshots}
+        return sorted(
+            allowed,
+            key=lambda a: (created.get(a.container_id, now), self.listed_at.get(a.container_id, 0)),
+        )
+
+    def begin_batch(self) -> None:
+        self.batch_began = time.monotonic()
 
     def why_not(self, action: Action, current: Container, now: datetime) -> str | None:
-        asked_at = time.monotonic()
+        asked_at = self.batch_began
         facts = self.facts
         if action.reason is Reason.OWNER_LEASE_EXPIRED:
             # The owner may have renewed it since the decision: ask Redis again.

@@ -2,14 +2,15 @@
 
 WHAT it sweeps and why comes from a `Kind` (the policy's decisions bound to the adapter's
 verbs, see `kinds`); the engine owns only the safety machinery every kind shares: the
-blast-radius cap, the dry run, the lease confirmed and the decision taken again right before
-each action, bounded concurrency, the deadline, one log line per action and the report.
+blast-radius cap, the dry run, the lease confirmed before each batch of actions and the
+decision taken again right before each action, bounded concurrency, the deadline (over
+inspecting as well as acting), one log line per action and the report.
 It knows nothing of Celery and nothing of how the host, the clock or the lease were obtained.
 """
 
 from __future__ import annotations
 
-import threading
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
+from janitor.brakes import NOT_REACHED, Halt, Inspected, LeaseBatches, log_cut_short
 from janitor.errors import ContainerError, ContainerGoneError, HostError, LeaseLostError
 from janitor.locks import Lease
 from janitor.model import Action, ActionResult, Outcome, Status, SweepReport, Task
@@ -61,6 +63,14 @@ class Kind(Protocol, Generic[Snapshot]):
 
 
 @runtime_checkable
+class Batched(Protocol):
+    """A kind whose re-checks read something of the whole host (a holder's dependents): one
+    reading per batch of actions, taken after the batch began, serves every re-check in it."""
+
+    def begin_batch(self) -> None: ...
+
+
+@runtime_checkable
 class Holds(Protocol):
     """A kind that spares some items for others' sake (holders for their dependents): they
     are not actions, so the report counts them apart."""
@@ -78,7 +88,9 @@ class SweepOptions:
     max_actions: int = 1000
     stop_timeout: timedelta = timedelta(seconds=5)
     remove_volumes: bool = True
-    # time.monotonic() past which no new action starts; the rest waits for the next tick.
+    # time.monotonic() past which no new inspect or action starts; the rest waits for the
+    # next tick. Inspecting may use only the first half of the time left at the start, so a
+    # sweep cut short still acts on some of what it inspected.
     deadline: float | None = None
     # Asked before each action: True while something more urgent than this sweep needs the
     # daemon (a spawn spike, for removal sweeps); then no new action starts. Must be cheap.
@@ -135,27 +147,6 @@ class ReportHeader:
         )
 
 
-class _Halt:
-    """Set once by the first action that finds the sweep must stop; read by all others."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-        self.status = Status.OK
-        # What the actions not started because of it are reported with.
-        self.detail = Detail.SWEEP_STOPPED
-
-    def __call__(
-        self, reason: str, status: Status = Status.FAILED, detail: Detail = Detail.SWEEP_STOPPED
-    ) -> None:
-        if not self._event.is_set():
-            self.reason, self.status, self.detail = reason, status, detail
-            self._event.set()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
-
-
 def run_engine(
     kind: Kind[Snapshot],
     header: ReportHeader,
@@ -179,17 +170,27 @@ class _Engine(Generic[Snapshot]):
         self.kind = kind
         self.header = header
         self.options = options
-        self.lease = lease
         self.now = now
         self.log = log.bind(host=header.host, task=header.task.value, dry_run=header.dry_run)
-        self.halt = _Halt()
+        self.halt = Halt()
+        on_batch = kind.begin_batch if isinstance(kind, Batched) else lambda: None
+        self.lease_batches = LeaseBatches(lease, options.concurrency, on_batch)
+        # No inspect starts past it: the first half of the time left when the sweep began.
+        self.inspect_by: float | None = None
+        if options.deadline is not None:
+            begun = time.monotonic()
+            self.inspect_by = begun + max(0.0, options.deadline - begun) / 2
 
     def run(self) -> SweepReport:
+        if self._past(self.options.deadline):
+            # Not even the list call: the tick spent its time before the sweep began.
+            log_cut_short(self.log, candidates=0, inspected=Inspected([]), results=[])
+            return self.header.report(Status.OK, self.now)
         try:
             survey = self.kind.survey(self.now)
-            snapshots, uninspected = self._inspect_all(survey.candidate_ids)
+            inspected = self._inspect_all(survey.candidate_ids)
             # A kind may ask the host more to decide (a holder's dependents).
-            actions = self.kind.decide(snapshots, self.now)
+            actions = self.kind.decide(inspected.snapshots, self.now)
         except HostError as exc:
             return self.header.report(Status.FAILED, self.now, error=str(exc))
         actionable = [a for a in actions if a.actionable]
@@ -202,12 +203,19 @@ class _Engine(Generic[Snapshot]):
             candidates=len(survey.candidate_ids),
             eligible=len(actionable),
         )
-        status, error = self._gate(actionable, results, uninspected)
+        status, error = self._gate(actionable, results, inspected.failed + inspected.not_reached)
         for result in results:
             self._log_result(result)
         if status is Status.OK and not self.options.dry_run:
             results += self._act_all(actionable)  # logs each action as it ends
             status, error = self.halt.status, self.halt.reason
+        if inspected.not_reached or self.halt.detail is Detail.DEADLINE_REACHED:
+            log_cut_short(
+                self.log,
+                candidates=len(survey.candidate_ids),
+                inspected=inspected,
+                results=results,
+            )
         return self.header.report(
             status,
             self.now,
@@ -242,10 +250,13 @@ class _Engine(Generic[Snapshot]):
             results += [ActionResult(a, Outcome.PLANNED) for a in actionable]
         return Status.OK, ""
 
-    def _inspect_all(self, ids: Sequence[str]) -> tuple[list[Snapshot], int]:
-        """The candidates as inspected, and how many could not be (left for the next tick)."""
+    def _inspect_all(self, ids: Sequence[str]) -> Inspected[Snapshot]:
+        """The candidates as inspected before the inspect deadline; those not reached wait
+        for the next tick."""
 
-        def inspect(item_id: str) -> Snapshot | ContainerError | None:
+        def inspect(item_id: str) -> Snapshot | ContainerError | object | None:
+            if self._past(self.inspect_by):
+                return NOT_REACHED
             try:
                 return self.kind.inspect(item_id)
             except ContainerGoneError:
@@ -254,14 +265,29 @@ class _Engine(Generic[Snapshot]):
                 return exc  # the daemon answered this one with an error; the others go on
 
         if not ids:
-            return [], 0
+            return Inspected([])
+        order = list(ids)
+        if self.inspect_by is not None:
+            # A tick cut short reaches the first candidates only; in a fresh order each time,
+            # candidates that stay (held, refused) cannot keep the others from ever being
+            # reached. Seeded by the daemon's clock: time is a parameter here.
+            random.Random(self.now.timestamp()).shuffle(order)
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="inspect") as pool:
-            found = list(pool.map(inspect, ids))
-        failed = {i: f for i, f in zip(ids, found, strict=True) if isinstance(f, ContainerError)}
+            found = list(pool.map(inspect, order))
+        failed = {i: f for i, f in zip(order, found, strict=True) if isinstance(f, ContainerError)}
         for item_id, error in failed.items():
             self.log.warning("inspect_failed", container_id=item_id, error=str(error))
-        snapshots = [f for f in found if f is not None and not isinstance(f, ContainerError)]
-        return snapshots, len(failed)
+        snapshots: list[Snapshot] = [
+            f  # type: ignore[misc]  # what is left is a snapshot
+            for f in found
+            if f is not None and f is not NOT_REACHED and not isinstance(f, ContainerError)
+        ]
+        not_reached = sum(1 for f in found if f is NOT_REACHED)
+        return Inspected(snapshots, len(failed), not_reached)
+
+    @staticmethod
+    def _past(instant: float | None) -> bool:
+        return instant is not None and time.monotonic() > instant
 
     def _act_all(self, actions: Sequence[Action]) -> list[ActionResult]:
         results: list[ActionResult | None] = [None] * len(actions)
@@ -282,7 +308,8 @@ class _Engine(Generic[Snapshot]):
         if self.halt.detail is Detail.YIELDED_TO_SPIKE:
             yielded = sum(1 for result in done if result.detail == Detail.YIELDED_TO_SPIKE)
             self.log.info("sweep_yielded", why=self.halt.reason, yielded=yielded)
-        elif self.halt:
+        elif self.halt and self.halt.detail is not Detail.DEADLINE_REACHED:
+            # A deadline is the sweep_cut_short line's business.
             self.log.warning("sweep_halted", why=self.halt.reason, status=self.halt.status.value)
         return done
 
@@ -313,12 +340,16 @@ class _Engine(Generic[Snapshot]):
             )
             return Detail.YIELDED_TO_SPIKE
         if self.options.deadline is not None and time.monotonic() > self.options.deadline:
-            self.halt("deadline reached; the rest waits for the next tick", Status.OK)
+            self.halt(
+                "deadline reached; the rest waits for the next tick",
+                Status.OK,
+                Detail.DEADLINE_REACHED,
+            )
             return Detail.DEADLINE_REACHED
         return None
 
     def _recheck_and_act(self, action: Action) -> ActionResult:
-        self.lease.confirm()
+        self.lease_batches.admit()
         current = self.kind.inspect(action.container_id)
         why_not = self.kind.why_not(action, current, self.now)
         if why_not:

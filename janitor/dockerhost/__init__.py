@@ -1,7 +1,8 @@
 """The only package that talks to Docker (or Podman's Docker-compatible API).
 
 `host` is the daemon as the janitor sees it; `transport` is the SDK's client as the janitor
-needs it and what each of its failures means. Nothing outside this package imports the SDK.
+needs it and what each of its failures means; `lean` makes the sweep's hot calls (inspect,
+remove) straight over a unix socket. Nothing outside this package imports the SDK.
 """
 
 from janitor.dockerhost.host import (

@@ -22,6 +22,7 @@ import docker
 import docker.errors
 import docker.tls
 
+from janitor.dockerhost.lean import LeanUnixClient
 from janitor.dockerhost.transport import PinnedAPIClient, fault, tune_unix_transport
 from janitor.errors import ContainerGoneError, DaemonError, UnsupportedByEngineError
 from janitor.holders import references
@@ -117,6 +118,8 @@ class DockerHost:
         self._timeout = timeout.total_seconds()
         self._max_pool_size = max_pool_size
         self._api: PinnedAPIClient | None = None
+        # The hot calls' own client, for a unix socket (see dockerhost.lean).
+        self._lean: LeanUnixClient | None = None
         self._lock = threading.Lock()
         # How many API calls each operation made: the idle-cost benchmark reads it.
         self.calls: Counter[str] = Counter()
@@ -128,6 +131,9 @@ class DockerHost:
         self.close()
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
         if self._api is not None:
             self._api.close()
             self._api = None
@@ -156,8 +162,15 @@ class DockerHost:
                 if self.config.url.startswith("unix://"):
                     socket_path = self.config.url.removeprefix("unix://")
                     tune_unix_transport(api, socket_path, self._timeout, self._max_pool_size)
+                    self._lean = LeanUnixClient(socket_path, api.api_version, self._timeout)
                 self._api = api
             return self._api
+
+    def _inspect_raw(self, container_id: str) -> dict[str, Any]:
+        api = self._client()
+        call = api.inspect_container if self._lean is None else self._lean.inspect_container
+        raw: dict[str, Any] = self._guard("inspect", lambda: call(container_id))
+        return raw
 
     def _guard(self, operation: str, call: Callable[[], T]) -> T:
         """Run one API call; whatever the SDK, requests or the socket raise becomes ours."""
@@ -209,8 +222,7 @@ class DockerHost:
         ]
 
     def inspect(self, container_id: str) -> Container:
-        api = self._client()
-        raw: dict[str, Any] = self._guard("inspect", lambda: api.inspect_container(container_id))
+        raw = self._inspect_raw(container_id)
         state = raw.get("State") or {}
         host_config = raw.get("HostConfig") or {}
         return Container(
@@ -250,8 +262,7 @@ class DockerHost:
 
     def namespace_references(self, container_id: str) -> tuple[str, ...]:
         """The containers whose namespaces it joins or whose volumes it mounts."""
-        api = self._client()
-        raw: dict[str, Any] = self._guard("inspect", lambda: api.inspect_container(container_id))
+        raw = self._inspect_raw(container_id)
         return _namespace_references(raw.get("HostConfig") or {})
 
     def kill(self, container: Container, stop_timeout: timedelta) -> Detail | None:
@@ -284,7 +295,13 @@ class DockerHost:
     def remove(self, container_id: str, *, volumes: bool) -> None:
         """Remove a stopped container; never forced, so a running one is refused (409)."""
         api = self._client()
-        self._guard("remove", lambda: api.remove_container(container_id, v=volumes, force=False))
+        if self._lean is not None:
+            lean = self._lean
+            self._guard("remove", lambda: lean.remove_container(container_id, volumes=volumes))
+        else:
+            self._guard(
+                "remove", lambda: api.remove_container(container_id, v=volumes, force=False)
+            )
 
     def starts_between(self, since: datetime, until: datetime) -> list[datetime]:
         """When containers were started in [since, until], from the daemon's event buffer.

@@ -154,3 +154,73 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
     assert machine["nproc"] > 0
     assert machine["dockerd"]
     assert document["meta"]["custodian"] is None
+
+
+# The replay's quick day: no cleanup and the janitor with pacing on, the two ends of its table.
+REPLAY_VARIANTS = ("none", "janitor_on")
+REPLAY_FIGURES = (
+    "cpu_above_80_share", "memory_above_80_share", "cpu_mean", "backlog_max", "backlog_end",
+    "backlog_mean", "list_p50_ms", "list_p95_ms", "cleaner_cpu_s", "cleaner_cpu_share",
+)  # fmt: skip
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _replay_variant(name: str, variant: dict[str, Any], spikes: int) -> None:
+    for key in REPLAY_FIGURES:
+        value = variant[key]
+        assert isinstance(value, int | float), f"{name}.{key}: {value!r}"
+        assert math.isfinite(value), f"{name}.{key}: {value!r}"
+    assert 0 <= variant["cpu_above_80_share"] <= 1, name
+    assert variant["list_p95_ms"] >= variant["list_p50_ms"] > 0, name
+    assert len(variant["spikes"]) == spikes, name
+    for spike in variant["spikes"]:
+        assert spike["n"] > 0, (name, spike)
+        assert 0 < spike["p50_ms"] <= spike["p95_ms"] <= spike["p99_ms"], (name, spike)
+        assert spike["end_s"] > spike["start_s"] >= 0, (name, spike)
+    assert set(variant["spike_median"]) == {
+        "p50_ms", "p95_ms", "p99_ms", "cleared_after_s", "backlog_15s_after",
+    }  # fmt: skip
+    assert variant["spike_median"]["p95_ms"] > 0, name
+    timeline = variant["timeline"]
+    assert timeline["host"], name
+    assert timeline["lists"], name
+    assert sum(timeline["starts_per_s"]) == variant["all_starts"]["n"], name
+    # Every container the day started is accounted for: still on the host, or reported
+    # removed by the cleaner (its own log for the janitor).
+    counts = variant["accounting"]
+    assert counts["created"] + counts["not_created"] == counts["planned"], (name, counts)
+    assert counts["created"] > 0, (name, counts)
+    assert counts["removed"] == counts["removed_reported"], (name, counts)
+
+
+def test_replay_quick_day_measures_every_variant_and_draws_its_timeline(tmp_path: Path) -> None:
+    out = tmp_path / "replay.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.replay", "--quick", "--no-custodian",
+         "--variants", *REPLAY_VARIANTS, "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "| none |" in done.stdout, done.stdout
+    document = json.loads(out.read_text())
+    assert document["errors"] == {}
+    variants = document["variants"]
+    assert tuple(variants) == REPLAY_VARIANTS
+    spikes = document["shape"]["spikes"]
+    for name, variant in variants.items():
+        _replay_variant(name, variant, spikes)
+        png = Path(document["png"][name])
+        assert png.parent == tmp_path, png
+        assert png.read_bytes().startswith(PNG_MAGIC), png
+        assert png.stat().st_size > len(PNG_MAGIC), png
+    none, janitor = variants["none"], variants["janitor_on"]
+    assert none["accounting"]["removed"] == 0
+    assert none["cleaner_cpu_s"] == 0
+    assert janitor["settings"]["spike_rate"] == "60"
+    assert any(sweep["task"] == "remove-stopped" for sweep in janitor["sweeps"])
+    assert janitor["cleaner_cpu_s"] > 0
+    # Nobody cleaned one day; the janitor cleaned the same day.
+    assert none["backlog_end"] >= janitor["backlog_end"]
+    assert document["ratios"]["none"]["p95_ms_vs_none"] == 1
+    machine = document["meta"]["machine"]
+    assert len(machine["loadavg_start"]) == len(machine["loadavg_end"]) == 3

@@ -61,6 +61,8 @@ class FakeHost:
         self.starts: list[datetime] = []
         # container id -> called once, right before that container's second inspect
         self.meddlers: dict[str, Callable[[], None]] = {}
+        # called at every inspect: a slow daemon, as a test's clock sees it
+        self.on_inspect: Callable[[], None] = lambda: None
         # What each kill says it could not do (an engine that keeps restart policies).
         self.kill_caveat: Detail | None = None
         self._inspected: set[str] = set()
@@ -106,6 +108,7 @@ class FakeHost:
         if container_id in self._inspected and container_id in self.meddlers:
             self.meddlers.pop(container_id)()
         self._inspected.add(container_id)
+        self.on_inspect()
         self._call("inspect")
         if container_id not in self.containers:
             raise ContainerGoneError(f"No such container: {container_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -264,6 +265,19 @@ def test_one_unix_socket_serves_every_call(daemon: FakeDaemon, docker: DockerHos
         docker.inspect(CONTAINER_ID)
     # The SDK's version check has its own socket, closed when the pool replaces its adapter.
     assert daemon.connections == 2
+
+
+def test_a_keep_alive_connection_the_daemon_closed_is_replaced_once(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    docker.inspect(CONTAINER_ID)
+    # As the daemon closing an idle connection: the next call meets a dead socket.
+    lean = docker._lean
+    assert lean is not None
+    lean._local.connection.sock.shutdown(socket.SHUT_RDWR)
+    assert docker.inspect(CONTAINER_ID).id == CONTAINER_ID
+    docker.remove(CONTAINER_ID, volumes=True)
+    assert daemon.connections == 3
 
 
 @pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")

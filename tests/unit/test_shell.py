@@ -275,17 +275,6 @@ def test_a_lost_lease_halts_every_action_after_it() -> None:
     assert fake.calls["remove"] == 0
 
 
-def test_past_the_deadline_no_action_starts_and_the_sweep_is_still_ok() -> None:
-    fake = FakeHost([container("exit-1"), container("exit-2")])
-    options = SweepOptions(Task.REMOVE_STOPPED, deadline=0.0)
-    with capture_logs() as logs:
-        report = sweep_containers(fake, settings_for(fake).rules(), options, NoLease(), NOW)
-    assert report.status is Status.OK
-    assert {r.detail.split(":")[0] for r in report.results} <= {"deadline_reached", "sweep_stopped"}
-    emitted(logs, "sweep_halted", status="ok")
-    assert fake.calls["remove"] == 0
-
-
 def test_a_removal_sweep_that_meets_a_spike_starts_no_new_removal_and_yields_the_rest() -> None:
     fake = FakeHost([container(f"exit-{n}") for n in range(6)])
     asked: list[bool] = []
