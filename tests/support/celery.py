@@ -29,9 +29,10 @@ SERVICE = {
     # random: it would start extra stopped sweeps and upset tick counts. Its tests turn it on.
     "pressure_high": "0",
 }
-# Podman's /info runs conmon and the OCI runtime for their versions: over a second on a
-# loaded machine, so its service gets longer calls and the intervals to match.
-PODMAN_SERVICE = {"kill_interval": "5s", "remove_interval": "6s", "docker_timeout": "2s"}
+# Podman's /info (every tick's identity) runs conmon and the OCI runtime for their versions:
+# 0.7 s at a load average of 12 on 2 cores, past 2 s at 50, so its service gets longer calls
+# and intervals that still leave 0.8 x 7s - 3s = 2.6 s of each kill sweep for its kills.
+PODMAN_SERVICE = {"kill_interval": "7s", "remove_interval": "8s", "docker_timeout": "3s"}
 RESULT_KEYS = "celery-task-meta-*"
 
 

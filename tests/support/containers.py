@@ -18,6 +18,9 @@ SLEEP_FOREVER = ("sleep", "100000")
 TERM_AWARE = ("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
 
 RESTARTING_TIMEOUT = 10.0
+# Podman's inspect of a container between two of its states (see _is_transient_podman_error).
+TRANSIENT_RETRIES = 20
+TRANSIENT_PAUSE = 0.05
 
 
 def run_running(
@@ -129,7 +132,27 @@ def run_restarting(
 
 def status(client: docker.DockerClient, container_id: str) -> str:
     """Docker's one-word state: created, running, paused, restarting, exited, dead..."""
+    for _ in range(TRANSIENT_RETRIES):
+        try:
+            return _inspected_status(client, container_id)
+        except docker.errors.APIError as error:
+            if not _is_transient_podman_error(error):
+                raise
+        time.sleep(TRANSIENT_PAUSE)
+    return _inspected_status(client, container_id)
+
+
+def _inspected_status(client: docker.DockerClient, container_id: str) -> str:
     return str(client.api.inspect_container(container_id)["State"]["Status"])
+
+
+def _is_transient_podman_error(error: docker.errors.APIError) -> bool:
+    """Podman 4.3 answers an inspect that races a restart-looping container's exit with a 500
+    "read /proc/<pid>/cgroup: no such file or directory": the pid it just read is gone. The
+    next inspect sees the container's new state; the janitor itself leaves such a container
+    for its next tick (inspect_failed), so only the harness retries."""
+    explanation = str(error.explanation or "")
+    return error.status_code == 500 and "/proc/" in explanation and "cgroup" in explanation
 
 
 def container_ids(client: docker.DockerClient, *, all: bool = True) -> set[str]:
