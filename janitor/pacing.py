@@ -75,6 +75,9 @@ class RemovalPlan:
     settings: Settings
     # Added to the task's report: why this sweep ran when and how it did.
     notes: dict[str, object] = field(default_factory=dict)
+    # False once the host's deferral has lasted JANITOR_MAX_DEFER: a sweep started in a gap
+    # then goes on through the next spike, or yielding could put cleaning off for ever.
+    may_yield: bool = True
 
 
 def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
@@ -122,6 +125,7 @@ def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
         )
         return RemovalPlan(decision, effective, notes)
     metrics.DEFERRED.labels(host=host_name).set(0)
+    may_yield = deferred_for is None or deferred_for < settings.max_defer
     if decision is Pace.FORCE:
         client.delete(since_key)
         # Cleaning must not wait forever on a host that is always busy, but during the spike
@@ -131,7 +135,7 @@ def plan_removal(tick: Tick, client: redis.Redis[bytes]) -> RemovalPlan:
         )
         effective = effective.model_copy(update={"concurrency": 1})
         notes["forced"] = True
-    return RemovalPlan(decision, effective, notes)
+    return RemovalPlan(decision, effective, notes, may_yield=may_yield)
 
 
 class SpikeGate:
@@ -185,7 +189,8 @@ class SpikeGate:
 
 
 def end_deferral(client: redis.Redis[bytes], host_name: str) -> None:
-    """A sweep ran without yielding: the host's deferral, if any, is over. Kept until then, so
+    """A sweep ran through (status ok) without yielding: the host's deferral, if any, is
+    over; a sweep skipped for a held lease or failed ends nothing. Kept until then, so
     that a sweep that yields to a spike back after a dip keeps the deferral's first instant,
     and JANITOR_MAX_DEFER counts from it."""
     client.delete(keys.pacing(follower.DEFERRED_SINCE, host_name))

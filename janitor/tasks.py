@@ -98,12 +98,14 @@ def remove_stopped(host: str) -> dict[str, object]:
             _recheck_later(host)
             deferred = SweepNotRun(Task.REMOVE_STOPPED, host, Status.DEFERRED, notes=plan.notes)
             return deferred.to_dict()
-        # A forced sweep has waited long enough: it goes on through the spike, one at a time.
-        gate = _spike_gate(tick) if plan.pace is pacing.Pace.RUN else None
+        # A forced sweep has waited long enough: it goes on through the spike, one at a time;
+        # so does one that starts in a gap after a deferral of JANITOR_MAX_DEFER.
+        may_yield = plan.pace is pacing.Pace.RUN and plan.may_yield
+        gate = _spike_gate(tick) if may_yield else None
         result = _sweep(tick.with_settings(plan.settings), plan.notes, gate)
         if gate is not None and gate.yielded:
             _recheck_later(host)  # in case no follower sees the spike end
-        elif gate is not None:
+        elif tick.settings.spike_rate > 0 and result.get("status") == Status.OK.value:
             try:
                 pacing.end_deferral(_redis(), host)
             except REDIS_ERRORS as exc:

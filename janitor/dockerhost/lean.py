@@ -39,15 +39,19 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class LeanUnixClient:
-    """GET and DELETE on one daemon's unix socket under the API version the SDK negotiated."""
+    """GET and DELETE on one daemon's unix socket under the API version the SDK negotiated.
+
+    Idle keep-alive connections wait in a pool that any thread takes from, so the sockets
+    open are never more than the calls that were once in flight together, however many
+    short-lived thread pools a sweep starts (one per inspect phase, per re-check batch).
+    """
 
     def __init__(self, socket_path: str, api_version: str, timeout: float) -> None:
         self._socket_path = socket_path
         self._prefix = f"/v{api_version}"
         self._timeout = timeout
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[_UnixConnection] = []
+        self._idle: list[_UnixConnection] = []
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("GET", f"/containers/{quote(container_id)}/json")
@@ -61,39 +65,52 @@ class LeanUnixClient:
 
     def close(self) -> None:
         with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def _call(self, method: str, path: str, query: dict[str, str] | None = None) -> Any:
         url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
-        connection = getattr(self._local, "connection", None)
-        reused = connection is not None
+        connection, reused = self._take()
         try:
             try:
-                return self._exchange(connection or self._open(), method, url)
+                answer = self._exchange(connection, method, url)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 if not reused:
                     raise
                 # The daemon closed the idle keep-alive connection (urllib3 checks for that
                 # before reusing one): nothing was answered, so the call is made once afresh.
-                return self._exchange(self._open(), method, url)
-        except requests.exceptions.RequestException:
-            raise  # the daemon's error answer, already as requests has it
+                connection.close()
+                connection = self._new()
+                answer = self._exchange(connection, method, url)
+        except requests.exceptions.HTTPError:
+            # The daemon's error answer, already as requests has it, read to its end: the
+            # connection can serve the next call.
+            self._give_back(connection)
+            raise
         except TimeoutError as exc:
-            self._forget()
+            # Never reused: a late answer must not be read as the next call's.
+            connection.close()
             raise requests.exceptions.ReadTimeout(f"{method} {path}: {exc}") from exc
-        except (http.client.HTTPException, OSError) as exc:
-            self._forget()
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            # ValueError: an answer that is not JSON, as the SDK's path reports it too.
+            connection.close()
             raise requests.exceptions.ConnectionError(f"{method} {path}: {exc}") from exc
+        self._give_back(connection)
+        return answer
 
-    def _open(self) -> _UnixConnection:
-        self._forget()
-        connection = _UnixConnection(self._socket_path, self._timeout)
-        self._local.connection = connection
+    def _take(self) -> tuple[_UnixConnection, bool]:
         with self._lock:
-            self._connections.append(connection)
-        return connection
+            if self._idle:
+                return self._idle.pop(), True
+        return self._new(), False
+
+    def _new(self) -> _UnixConnection:
+        return _UnixConnection(self._socket_path, self._timeout)
+
+    def _give_back(self, connection: _UnixConnection) -> None:
+        with self._lock:
+            self._idle.append(connection)
 
     def _exchange(self, connection: _UnixConnection, method: str, url: str) -> Any:
         connection.request(method, url, headers={"Host": "docker"})
@@ -105,16 +122,6 @@ class LeanUnixClient:
                 f"{response.status} {response.reason}", response=answer
             )
         return json.loads(body) if body else None
-
-    def _forget(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            return
-        connection.close()
-        self._local.connection = None
-        with self._lock:
-            if connection in self._connections:
-                self._connections.remove(connection)
 
 
 def _as_requests(

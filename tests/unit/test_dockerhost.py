@@ -7,6 +7,7 @@ import gc
 import json
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,8 +32,10 @@ from support.fakedaemon import (
     Reply,
     error_reply,
     gone_reply,
+    healthy_replies,
     json_reply,
     ping_reply,
+    text_reply,
 )
 
 from janitor.dockerhost import DockerHost, parse_instant
@@ -274,10 +277,28 @@ def test_a_keep_alive_connection_the_daemon_closed_is_replaced_once(
     # As the daemon closing an idle connection: the next call meets a dead socket.
     lean = docker._lean
     assert lean is not None
-    lean._local.connection.sock.shutdown(socket.SHUT_RDWR)
+    [idle] = lean._idle
+    assert idle.sock is not None
+    idle.sock.shutdown(socket.SHUT_RDWR)
     assert docker.inspect(CONTAINER_ID).id == CONTAINER_ID
     docker.remove(CONTAINER_ID, volumes=True)
     assert daemon.connections == 3
+
+
+def test_short_lived_thread_pools_share_the_keep_alive_connections(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    # A sweep starts a pool per inspect phase and per re-check batch: their threads come
+    # and go, the sockets must not stay behind with each of them.
+    for _ in range(20):
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: docker.inspect(CONTAINER_ID), range(8)))
+    lean = docker._lean
+    assert lean is not None
+    # No more than were ever in flight together (before: one per thread, 80), plus the SDK's
+    # version check socket, as above; every one of them is kept, none is left behind.
+    assert len(lean._idle) <= 4
+    assert daemon.connections == 1 + len(lean._idle)
 
 
 @pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
@@ -377,3 +398,14 @@ def test_parse_instant_reads_the_zero_time_as_unknown(
     text: str | None, expected: datetime | None
 ) -> None:
     assert parse_instant(text) == expected
+
+
+def test_an_inspect_answer_that_is_not_json_is_an_unreachable_host(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    daemon.answer(INSPECT, text_reply(200, "<html>a proxy's page</html>"))
+    with pytest.raises(HostUnreachableError):
+        docker.inspect(CONTAINER_ID)
+    # That connection is not reused; the next answer is read on a fresh one.
+    daemon.answer(INSPECT, healthy_replies()[INSPECT])
+    assert docker.inspect(CONTAINER_ID).id == CONTAINER_ID

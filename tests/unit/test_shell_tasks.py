@@ -187,6 +187,36 @@ def test_a_spike_longer_than_max_defer_forces_the_sweep_one_at_a_time(
     emitted(logs, "sweep_forced", deferred_s=660.0)
 
 
+def test_a_sweep_in_a_gap_after_max_defer_goes_on_through_the_next_spike(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url, spike_rate=60, concurrency=1, max_defer="10m")
+    harness.monkeypatch.setattr(pacing, "YIELD_CHECK_EVERY", timedelta(0))
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    client.set(keys.pacing("deferred-since", "alpha"), (NOW - timedelta(minutes=11)).isoformat())
+    exited = [container(f"exit-{n}") for n in range(3)]
+    harness.fake.containers = {c.id: c for c in exited}
+    # Planned in the gap (no spike on), the next spike begins before the second removal.
+    harness.fake.meddlers[exited[1].id] = lambda: spike_on(redis_url)
+    result = tasks.remove_stopped("alpha")
+    assert result["status"] == "ok"
+    assert result["counts"] == {"done": 3}, "past JANITOR_MAX_DEFER a sweep does not yield"
+    assert client.get(keys.pacing("deferred-since", "alpha")) is None, "it ran through"
+
+
+def test_a_sweep_skipped_for_a_held_lease_leaves_the_deferral_as_it_was(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.configure(redis_url, spike_rate=60)
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    since = (NOW - timedelta(minutes=3)).isoformat()
+    client.set(keys.pacing("deferred-since", "alpha"), since)
+    client.set(keys.sweep_lease("alpha", "remove-stopped"), "another sweep")
+    result = tasks.remove_stopped("alpha")
+    assert result["status"] == "skipped"
+    assert client.get(keys.pacing("deferred-since", "alpha")) == since.encode()
+
+
 def test_the_spike_gate_reads_redis_at_most_every_half_second(redis_url: str) -> None:
     client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
     clock = [0.0]
