@@ -16,7 +16,7 @@ from datetime import timedelta
 import redis
 
 from janitor import keys, pressure
-from janitor.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from janitor.cli_words import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from janitor.commands import redis_or_none
 from janitor.dockerhost import DaemonInfo, DockerHost
 from janitor.errors import ConfigError, HostError

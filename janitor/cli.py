@@ -12,12 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+from janitor.cli_words import ALL_TASKS, EXIT_CONFIG, TASKS
+
 DISTRIBUTION = "container-janitor"
-# Ghosts first: a ghost killed now is a stopped container for a later sweep, whose removal
-# leaves its image and volumes unused for a later prune. `all` runs them in this order.
-TASKS = ("kill-ghosts", "remove-stopped", "prune-unused")
-ALL_TASKS = "all"
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -17,7 +17,7 @@ from typing import TextIO
 import redis
 
 from janitor import fleet, logs
-from janitor.cli import ALL_TASKS, EXIT_FAILED, EXIT_OK, TASKS
+from janitor.cli_words import ALL_TASKS, EXIT_FAILED, EXIT_OK, TASKS
 from janitor.locks import REDIS_ERRORS
 from janitor.model import Outcome, Status, SweepNotRun, SweepReport, Task
 from janitor.redisconn import redis_client

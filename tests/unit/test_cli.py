@@ -10,7 +10,7 @@ from importlib import metadata
 import pytest
 from support.fakedaemon import EVENTS, PING, FakeDaemon, error_reply, ping_reply
 
-from janitor import cli
+from janitor import cli, cli_words
 
 
 def test_version_names_the_installed_distribution(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,7 +28,7 @@ def test_check_json_is_one_object_with_a_verdict_per_check(
 ) -> None:
     monkeypatch.setenv("JANITOR_HOSTS", "gone=unix:///nonexistent/docker.sock")
     monkeypatch.setenv("JANITOR_REDIS_URL", "redis://127.0.0.1:1/0")
-    assert cli.main(["check", "--json"]) == cli.EXIT_FAILED
+    assert cli.main(["check", "--json"]) == cli_words.EXIT_FAILED
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False
     assert [(c["subject"], c["ok"]) for c in document["checks"]] == [
@@ -44,7 +44,7 @@ def test_check_json_of_a_bad_configuration_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("JANITOR_CONCURRENCY", "0")
-    assert cli.main(["check", "--json"]) == cli.EXIT_CONFIG
+    assert cli.main(["check", "--json"]) == cli_words.EXIT_CONFIG
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False
     assert document["checks"][0]["subject"] == "configuration"
