@@ -15,6 +15,7 @@ import redis
 
 from janitor import keys
 from janitor.errors import LeasesUnknownError
+from janitor.vocabulary import milliseconds
 
 # The run id this process saw last; one Redis per process in the janitor.
 _remembered: dict[str, str] = {}
@@ -40,7 +41,7 @@ def check_leases_readable(client: redis.Redis[bytes], lease_ttl: timedelta) -> N
     if changed:
         # NX: every process notices the change; the first one starts the window, no one
         # stretches it.
-        ttl_ms = max(1, int(lease_ttl.total_seconds() * 1000))
+        ttl_ms = milliseconds(lease_ttl)
         client.set(keys.LEASES_UNKNOWN, run_id, px=ttl_ms, nx=True)
         raise LeasesUnknownError(
             f"the Redis master changed (run id {run_id[:12]}, was "

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import redis
 
 from janitor import keys
+from janitor.vocabulary import milliseconds
 
 
 def first_seen(
@@ -46,7 +47,7 @@ def first_seen(
     for item_id in ids:
         pipeline.hsetnx(key, item_id, seen)
     pipeline.hgetall(key)
-    pipeline.pexpire(key, max(1, int(ttl.total_seconds() * 1000)))
+    pipeline.pexpire(key, milliseconds(ttl))
     recorded: dict[bytes, bytes] = pipeline.execute()[-2]
     stale = [field for field in recorded if field.decode() not in ids]
     if stale:

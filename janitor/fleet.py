@@ -18,6 +18,7 @@ import redis
 from janitor import keys
 from janitor.model import Task
 from janitor.settings import Settings
+from janitor.vocabulary import milliseconds
 
 LIVE_WORKER_TTL = timedelta(seconds=30)
 LIVE_WORKER_REFRESH = LIVE_WORKER_TTL / 3
@@ -44,14 +45,14 @@ def record_report(
         fields["succeeded_at"] = at
     pipeline = client.pipeline(transaction=True)
     pipeline.hset(key, mapping=fields)
-    pipeline.pexpire(key, max(1, int(ttl.total_seconds() * 1000)))
+    pipeline.pexpire(key, milliseconds(ttl))
     pipeline.execute()
 
 
 def mark_worker_alive(client: redis.Redis[bytes], hosts: Sequence[str], worker: str) -> None:
     pipeline = client.pipeline(transaction=False)
     for host in hosts:
-        pipeline.set(keys.live_worker(host), worker, px=_ms(LIVE_WORKER_TTL))
+        pipeline.set(keys.live_worker(host), worker, px=milliseconds(LIVE_WORKER_TTL))
     pipeline.execute()
 
 
@@ -170,10 +171,6 @@ def _instant(raw: bytes | None) -> datetime | None:
 
 def _iso(instant: datetime | None) -> str | None:
     return instant.isoformat().replace("+00:00", "Z") if instant is not None else None
-
-
-def _ms(duration: timedelta) -> int:
-    return max(1, int(duration.total_seconds() * 1000))
 
 
 def status_table(rows: Sequence[SweepStatus], now: datetime) -> list[list[str]]:

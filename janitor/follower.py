@@ -26,6 +26,7 @@ from janitor.errors import HostError
 from janitor.locks import REDIS_ERRORS
 from janitor.model import HostConfig
 from janitor.spikes import SpikeDetector, SpikeView
+from janitor.vocabulary import milliseconds
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ def publish(client: redis.Redis[bytes], host: str, view: SpikeView) -> None:
         "since": view.since.isoformat() if view.since else None,
         "began_at": view.began_at.isoformat() if view.began_at else None,
     }
-    client.set(keys.spike(host), json.dumps(record), px=_ms(STATE_TTL))
+    client.set(keys.spike(host), json.dumps(record), px=milliseconds(STATE_TTL))
 
 
 def read_state(client: redis.Redis[bytes], host: str) -> SpikeView | None:
@@ -171,7 +172,10 @@ class HostFollower:
             deferred = bool(self.client.exists(keys.pacing(DEFERRED_SINCE, self.host.name)))
             claimed = deferred and bool(
                 self.client.set(
-                    keys.pacing("gap-sweep", self.host.name), "1", nx=True, px=_ms(GAP_SWEEP_HOLD)
+                    keys.pacing("gap-sweep", self.host.name),
+                    "1",
+                    nx=True,
+                    px=milliseconds(GAP_SWEEP_HOLD),
                 )
             )
         except REDIS_ERRORS as exc:
@@ -231,7 +235,3 @@ class Follower:
 
 def _iso(instant: datetime | None) -> str | None:
     return instant.isoformat() if instant else None
-
-
-def _ms(duration: timedelta) -> int:
-    return max(1, int(duration.total_seconds() * 1000))

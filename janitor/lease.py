@@ -23,7 +23,7 @@ from datetime import timedelta
 import redis
 
 from janitor import keys
-from janitor.vocabulary import LEASE_LABEL
+from janitor.vocabulary import LEASE_LABEL, milliseconds
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
 
@@ -40,7 +40,7 @@ class OwnerLease:
     def __init__(self, client: redis.Redis[bytes], key: str, ttl: timedelta) -> None:
         self.key = check_key(key)
         self._client = client
-        self._ttl_ms = max(1, int(ttl.total_seconds() * 1000))
+        self._ttl_ms = milliseconds(ttl)
 
     @property
     def labels(self) -> dict[str, str]:

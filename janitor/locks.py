@@ -22,6 +22,7 @@ from janitor.errors import (
     RedisUnavailableError,
     WrongHostError,
 )
+from janitor.vocabulary import milliseconds
 
 # Extends the lease only while it is still ours: a lease that expired and was taken by
 # another sweep must not be stretched by the one that lost it.
@@ -71,7 +72,7 @@ class RedisLease:
     def __init__(self, client: redis.Redis[bytes], host: str, task: str, ttl: timedelta) -> None:
         self._client = client
         self.key = keys.sweep_lease(host, task)
-        self._ttl_ms = max(1, int(ttl.total_seconds() * 1000))
+        self._ttl_ms = milliseconds(ttl)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)

@@ -109,6 +109,12 @@ def _names_a_unit(iso: re.Match[str], text: str) -> bool:
     return any(v is not None for v in parts.values()) and ("T" not in text or has_time_part)
 
 
+def milliseconds(duration: timedelta) -> int:
+    """A Redis expiry (PX, PEXPIRE) for the duration: whole milliseconds, never 0, which
+    Redis refuses."""
+    return max(1, int(duration.total_seconds() * 1000))
+
+
 def format_duration(duration: timedelta) -> str:
     """The shortest compact form that parse_duration reads back to the same value."""
     # Integer microseconds: "%g" of float seconds gave "1.23457e+06s", which reads back wrong.
