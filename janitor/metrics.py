@@ -67,7 +67,7 @@ DEFERRALS = Counter(
 )
 SPAWN_RATE = Gauge(
     "janitor_spawn_rate_per_minute",
-    "Container starts per minute over the last 3 s, as the spike follower sees them",
+    "Container starts per minute over the last 4 s, as the spike follower sees them",
     ["host"],
     multiprocess_mode="mostrecent",
 )

@@ -98,7 +98,11 @@ class SweepOptions:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, task: Task, deadline: float | None = None
+        cls,
+        settings: Settings,
+        task: Task,
+        deadline: float | None = None,
+        yield_to: Callable[[], bool] | None = None,
     ) -> SweepOptions:
         return cls(
             task=task,
@@ -108,6 +112,7 @@ class SweepOptions:
             stop_timeout=settings.stop_timeout,
             remove_volumes=settings.remove_volumes,
             deadline=deadline,
+            yield_to=yield_to,
         )
 
 
@@ -339,7 +344,7 @@ class _Engine(Generic[Snapshot]):
                 Detail.YIELDED_TO_SPIKE,
             )
             return Detail.YIELDED_TO_SPIKE
-        if self.options.deadline is not None and time.monotonic() > self.options.deadline:
+        if self._past(self.options.deadline):
             self.halt(
                 "deadline reached; the rest waits for the next tick",
                 Status.OK,

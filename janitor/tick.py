@@ -7,7 +7,6 @@ pacing, which runs before the sweep of a stopped tick, reads the same clock thro
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -106,8 +105,7 @@ def sweep(
     record. Another sweep holding the lease makes this one a logged no-op: SKIPPED.
     `yield_to` is asked before each action (see SweepOptions).
     """
-    options = SweepOptions.from_settings(tick.settings, tick.task, deadline)
-    options = dataclasses.replace(options, yield_to=yield_to)
+    options = SweepOptions.from_settings(tick.settings, tick.task, deadline, yield_to)
     header = ReportHeader(tick.task, tick.host.name, options.dry_run)
     lease: Lease = NoLease()
     try:
