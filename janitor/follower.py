@@ -23,7 +23,7 @@ from janitor import keys, metrics
 from janitor.dockerhost import DockerHost
 from janitor.dockerhost.events import follow_starts
 from janitor.errors import HostError
-from janitor.locks import REDIS_ERRORS
+from janitor.locks import REDIS_ERRORS, claim_once
 from janitor.model import HostConfig
 from janitor.spikes import SpikeDetector, SpikeView
 from janitor.vocabulary import milliseconds
@@ -121,8 +121,14 @@ class HostFollower:
             try:
                 with DockerHost(self.host, timeout=self.docker_timeout, max_pool_size=1) as docker:
                     self._follow(docker)
-            except HostError as exc:
-                self._lost(str(exc), backoff)
+            except Exception as exc:
+                error = str(exc)
+                if not isinstance(exc, HostError):
+                    # Not the daemon but a fault of ours or of a library: the thread outlives
+                    # it, or the host's pacing would end for good without a word.
+                    error = repr(exc)
+                    self.log.exception("spike_follower_failed", error=error)
+                self._lost(error, backoff)
                 if self.stop.wait(backoff.total_seconds()):
                     break
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -170,13 +176,8 @@ class HostFollower:
         )
         try:
             deferred = bool(self.client.exists(keys.pacing(DEFERRED_SINCE, self.host.name)))
-            claimed = deferred and bool(
-                self.client.set(
-                    keys.pacing("gap-sweep", self.host.name),
-                    "1",
-                    nx=True,
-                    px=milliseconds(GAP_SWEEP_HOLD),
-                )
+            claimed = deferred and claim_once(
+                self.client, keys.pacing("gap-sweep", self.host.name), GAP_SWEEP_HOLD
             )
         except REDIS_ERRORS as exc:
             # The deferred sweep's own recheck still comes, a few seconds later.

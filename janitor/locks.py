@@ -1,4 +1,5 @@
-"""Coordination through Redis: the per-(host, task) lease and the record of each host's daemon.
+"""Coordination through Redis: the per-(host, task) lease, the record of each host's daemon,
+and the one-caller claims that keep workers from starting the same early sweep twice.
 
 A Redis that cannot be reached is RedisUnavailableError, a failed sweep; only a lease that
 someone else really holds is LeaseHeldError, a skipped one.
@@ -104,6 +105,11 @@ class RedisLease:
         except REDIS_ERRORS:
             # It expires on its own; a sweep that ended must not fail for a cleanup step.
             return
+
+
+def claim_once(client: redis.Redis[bytes], key: str, hold: timedelta) -> bool:
+    """True for the one caller, of every worker, that claims `key` within `hold`."""
+    return bool(client.set(key, "1", nx=True, px=milliseconds(hold)))
 
 
 def check_daemon_identity(client: redis.Redis[bytes], host: str, daemon_id: str) -> bool:

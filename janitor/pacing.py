@@ -22,10 +22,9 @@ import structlog
 
 from janitor import follower, keys, metrics, pressure
 from janitor.errors import HostError
-from janitor.locks import REDIS_ERRORS
+from janitor.locks import REDIS_ERRORS, claim_once
 from janitor.settings import Settings
 from janitor.tick import Tick
-from janitor.vocabulary import milliseconds
 
 log = structlog.get_logger(__name__)
 
@@ -199,9 +198,7 @@ def end_deferral(client: redis.Redis[bytes], host_name: str) -> None:
 
 def claim_recheck(client: redis.Redis[bytes], host_name: str) -> bool:
     """True for the one caller that should schedule the next rate check of a deferral."""
-    return bool(
-        client.set(keys.pacing("recheck", host_name), "1", nx=True, px=milliseconds(RECHECK))
-    )
+    return claim_once(client, keys.pacing("recheck", host_name), RECHECK)
 
 
 def check_pressure(tick: Tick, client: redis.Redis[bytes]) -> bool:
@@ -240,4 +237,4 @@ def claim_pressure_sweep(
 ) -> bool:
     """True for the one caller that should start an early sweep (the stopped one, or `what`
     names another) in this episode tick."""
-    return bool(client.set(keys.pacing(what, host_name), "1", nx=True, px=milliseconds(hold)))
+    return claim_once(client, keys.pacing(what, host_name), hold)

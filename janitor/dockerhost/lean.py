@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import threading
 from typing import Any
@@ -76,10 +77,11 @@ class LeanUnixClient:
             try:
                 answer = self._exchange(connection, method, url)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                if not reused:
+                if not reused or method != "GET":
                     raise
-                # The daemon closed the idle keep-alive connection (urllib3 checks for that
-                # before reusing one): nothing was answered, so the call is made once afresh.
+                # The daemon closed the idle connection between _take's look and the request:
+                # nothing was answered, and a read may be asked again. A DELETE is not: had
+                # the first one removed the container, the second's 404 would read as "gone".
                 connection.close()
                 connection = self._new()
                 answer = self._exchange(connection, method, url)
@@ -100,10 +102,14 @@ class LeanUnixClient:
         return answer
 
     def _take(self) -> tuple[_UnixConnection, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self._new(), False
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return self._new(), False
+                connection = self._idle.pop()
+            if not _dropped(connection):
+                return connection, True
+            connection.close()
 
     def _new(self) -> _UnixConnection:
         return _UnixConnection(self._socket_path, self._timeout)
@@ -122,6 +128,15 @@ class LeanUnixClient:
                 f"{response.status} {response.reason}", response=answer
             )
         return json.loads(body) if body else None
+
+
+def _dropped(connection: _UnixConnection) -> bool:
+    """Whether the daemon closed an idle connection (a restart): as urllib3 checks before
+    reusing one, an idle socket that reads as ready holds only its end, never an answer."""
+    if connection.sock is None:
+        return True
+    readable, _, _ = select.select([connection.sock], [], [], 0)
+    return bool(readable)
 
 
 def _as_requests(

@@ -285,6 +285,25 @@ def test_a_keep_alive_connection_the_daemon_closed_is_replaced_once(
     assert daemon.connections == 3
 
 
+def test_a_dropped_answer_on_a_reused_connection_is_asked_again_for_a_read_never_a_remove(
+    daemon: FakeDaemon, docker: DockerHost
+) -> None:
+    # The daemon closing the connection between the pool's look and the request: a read is
+    # asked once more, a removal never (a second DELETE after a first that worked reads 404,
+    # "gone", where the janitor removed it).
+    docker.inspect(CONTAINER_ID)
+    daemon.answer(INSPECT, DROP)
+    daemon.answer(REMOVE, DROP)
+    with pytest.raises(HostUnreachableError):
+        docker.inspect(CONTAINER_ID)
+    assert daemon.routes_seen().count(INSPECT) == 3
+    daemon.answer(INSPECT, healthy_replies()[INSPECT])
+    docker.inspect(CONTAINER_ID)
+    with pytest.raises(HostUnreachableError):
+        docker.remove(CONTAINER_ID, volumes=True)
+    assert daemon.routes_seen().count(REMOVE) == 1
+
+
 def test_short_lived_thread_pools_share_the_keep_alive_connections(
     daemon: FakeDaemon, docker: DockerHost
 ) -> None:

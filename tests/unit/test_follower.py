@@ -207,6 +207,41 @@ def test_a_lost_stream_clears_the_state_and_is_followed_again_after_a_backoff(
     assert client.get(keys.spike(HOST)) is None, "a lost stream says nothing: no spike"
 
 
+def test_a_fault_that_is_not_the_daemon_is_logged_and_the_host_followed_again(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    stop = threading.Event()
+    opened: list[int] = []
+
+    def broken(docker: Any, *, quiet: timedelta) -> Iterator[datetime | None]:
+        opened.append(1)
+        if len(opened) == 2:
+            stop.set()
+        yield NOW
+        raise KeyError("timeNano")
+
+    monkeypatch.setattr(follower, "follow_starts", broken)
+    monkeypatch.setattr(follower, "DockerHost", lambda config, **_: FakeHost(name=config.name))
+    monkeypatch.setattr(follower, "BACKOFF_FIRST", timedelta(milliseconds=10))
+    one = follower.HostFollower(
+        HostConfig(HOST, "unix:///nowhere.sock"),
+        spike_rate=60,
+        docker_timeout=timedelta(seconds=1),
+        client=client,
+        start_gap_sweep=lambda host: None,
+    )
+    with capture_logs() as logs:
+        one.run(stop)
+    failed = emitted(logs, "spike_follower_failed", host=HOST)
+    assert failed[0]["log_level"] == "error"
+    assert "KeyError" in failed[0]["error"]
+    assert failed[0]["exc_info"] is True
+    [lost] = emitted(logs, "spike_stream_lost", host=HOST)
+    assert lost["error"] == failed[0]["error"]
+    assert len(opened) == 2, "the thread lived on and followed the host again"
+
+
 def test_a_redis_that_fails_is_said_once_and_the_following_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
