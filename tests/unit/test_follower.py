@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
@@ -172,6 +172,23 @@ def test_no_removal_is_started_when_none_was_put_off(
     assert sent == []
 
 
+def quickly_retrying_follower(
+    monkeypatch: pytest.MonkeyPatch,
+    follow: Callable[..., Iterator[datetime | None]],
+    client: redis.Redis[bytes],
+) -> follower.HostFollower:
+    monkeypatch.setattr(follower, "follow_starts", follow)
+    monkeypatch.setattr(follower, "DockerHost", lambda config, **_: FakeHost(name=config.name))
+    monkeypatch.setattr(follower, "BACKOFF_FIRST", timedelta(milliseconds=10))
+    return follower.HostFollower(
+        HostConfig(HOST, "unix:///nowhere.sock"),
+        spike_rate=60,
+        docker_timeout=timedelta(seconds=1),
+        client=client,
+        start_gap_sweep=lambda host: None,
+    )
+
+
 def test_a_lost_stream_clears_the_state_and_is_followed_again_after_a_backoff(
     monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
@@ -188,16 +205,7 @@ def test_a_lost_stream_clears_the_state_and_is_followed_again_after_a_backoff(
             stop.set()
         raise HostUnreachableError("alpha (unix:///nowhere.sock) ended its event stream")
 
-    monkeypatch.setattr(follower, "follow_starts", lost)
-    monkeypatch.setattr(follower, "DockerHost", lambda config, **_: FakeHost(name=config.name))
-    monkeypatch.setattr(follower, "BACKOFF_FIRST", timedelta(milliseconds=10))
-    one = follower.HostFollower(
-        HostConfig(HOST, "unix:///nowhere.sock"),
-        spike_rate=60,
-        docker_timeout=timedelta(seconds=1),
-        client=client,
-        start_gap_sweep=lambda host: None,
-    )
+    one = quickly_retrying_follower(monkeypatch, lost, client)
     with capture_logs() as logs:
         one.run(stop)
     lines = emitted(logs, "spike_stream_lost", host=HOST)
@@ -221,16 +229,7 @@ def test_a_fault_that_is_not_the_daemon_is_logged_and_the_host_followed_again(
         yield NOW
         raise KeyError("timeNano")
 
-    monkeypatch.setattr(follower, "follow_starts", broken)
-    monkeypatch.setattr(follower, "DockerHost", lambda config, **_: FakeHost(name=config.name))
-    monkeypatch.setattr(follower, "BACKOFF_FIRST", timedelta(milliseconds=10))
-    one = follower.HostFollower(
-        HostConfig(HOST, "unix:///nowhere.sock"),
-        spike_rate=60,
-        docker_timeout=timedelta(seconds=1),
-        client=client,
-        start_gap_sweep=lambda host: None,
-    )
+    one = quickly_retrying_follower(monkeypatch, broken, client)
     with capture_logs() as logs:
         one.run(stop)
     failed = emitted(logs, "spike_follower_failed", host=HOST)
