@@ -22,7 +22,7 @@ import docker
 from janitor.children import Child, at_exit, forget
 from janitor.dockerhost import DockerHost
 from janitor.model import HostConfig
-from sandbox.engines import DOCKER_20, EngineBinaries, binaries, selected_engine
+from sandbox.engines import EngineBinaries, binaries, default_engine, selected_engine
 from sandbox.image import IMAGE
 from sandbox.managed import Borrowed, Lifecycle, Managed
 from sandbox.procfs import kill_trees_naming
@@ -282,11 +282,11 @@ class ExternalDaemon(Borrowed):
 
 
 def docker_binaries() -> EngineBinaries:
-    """The selected engine's dockerd; Debian 12's own when the selected engine is Podman
+    """The selected engine's dockerd; the machine's own when the selected engine is Podman
     (the TLS tests' daemon, say)."""
     engine = selected_engine()
     chosen = binaries(engine)
-    return binaries(DOCKER_20) if chosen.is_podman else chosen
+    return binaries(default_engine()) if chosen.is_podman else chosen
 
 
 def _pings(sock_path: Path) -> bool:

@@ -1,8 +1,9 @@
 """Which container engine the sandbox runs, and where its binaries are.
 
-`JANITOR_TEST_ENGINE` picks one of ENGINES (default: Debian 12's own dockerd). The engines
-Debian 12 does not ship come from scripts/fetch-engines.sh, which unpacks Debian 13's packages
-under ENGINES_CACHE without installing them; a missing one fails with the command to run.
+`JANITOR_TEST_ENGINE` picks one of ENGINES; the default is the machine's own dockerd (Docker
+20.10 on Debian 12, 26 on Debian 13). Each Debian release ships two engines of the matrix and
+scripts/fetch-engines.sh unpacks the other release's two under ENGINES_CACHE without
+installing them; a missing one fails with the command to run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ DOCKER_26 = "docker-26"
 PODMAN_4 = "podman-4.3"
 PODMAN_5 = "podman-5"
 ENGINES = (DOCKER_20, DOCKER_26, PODMAN_4, PODMAN_5)
+# What each Debian release the matrix runs on ships itself: its Docker first.
+SHIPPED = {"bookworm": (DOCKER_20, PODMAN_4), "trixie": (DOCKER_26, PODMAN_5)}
+OS_RELEASE = Path("/etc/os-release")
+PODMAN_HELPER_DIRS = ("usr/lib/podman", "usr/libexec/podman")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +35,12 @@ class EngineBinaries:
     engine: str
     server: str
     path_prefix: tuple[str, ...] = ()
-    # Podman's helpers (netavark); empty for Debian 12's podman, which knows its own.
+    # A fetched Podman's helpers (netavark); empty for the machine's own, which knows its own.
     helper_dirs: tuple[str, ...] = ()
 
     @property
     def is_podman(self) -> bool:
-        return self.engine.startswith("podman")
+        return is_podman(self.engine)
 
     def env(self) -> dict[str, str]:
         """The environment the server runs with: ours, its own binaries first on PATH."""
@@ -48,8 +53,38 @@ def clears_restart_policies(engine: str) -> bool:
     return engine != PODMAN_4
 
 
+def is_podman(engine: str) -> bool:
+    return engine.startswith("podman")
+
+
+def machine_release() -> str:
+    """The machine's Debian codename, one of SHIPPED's."""
+    os_release = OS_RELEASE
+    fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
+    codename = fields.get("VERSION_CODENAME", "").strip('"')
+    if codename not in SHIPPED:
+        raise RuntimeError(
+            f"{os_release} names {codename or 'no'} release: the engine matrix knows Debian "
+            f"{' and '.join(SHIPPED)}"
+        )
+    return codename
+
+
+def native_engines() -> tuple[str, str]:
+    return SHIPPED[machine_release()]
+
+
+def default_engine() -> str:
+    return native_engines()[0]
+
+
+def other_engines() -> tuple[str, ...]:
+    """The engines CI runs the conformance part against after the whole suite."""
+    return tuple(engine for engine in ENGINES if engine != default_engine())
+
+
 def selected_engine() -> str:
-    engine = os.environ.get(ENGINE_VARIABLE, DOCKER_20)
+    engine = os.environ.get(ENGINE_VARIABLE) or default_engine()
     if engine not in ENGINES:
         raise RuntimeError(f"{ENGINE_VARIABLE}={engine!r}: use one of {', '.join(ENGINES)}")
     return engine
@@ -57,21 +92,25 @@ def selected_engine() -> str:
 
 def binaries(engine: str) -> EngineBinaries:
     """Where `engine` lives here; MissingPackagesError saying how to get it when it does not."""
-    if engine == DOCKER_20:
+    if engine in native_engines():
+        if is_podman(engine):
+            return EngineBinaries(engine, require_binary("podman", package="podman"))
         return EngineBinaries(engine, require_binary("dockerd", package="docker.io"))
-    if engine == PODMAN_4:
-        return EngineBinaries(engine, require_binary("podman", package="podman"))
     root = _fetched(engine)
-    if engine == DOCKER_26:
-        # Debian 13's dockerd and containerd with Debian 12's runc (installed with docker.io).
+    if not is_podman(engine):
+        # The other release's dockerd and containerd with this one's runc (from docker.io).
         require_binary("runc", package="runc")
         return EngineBinaries(
             engine, str(root / "usr/sbin/dockerd"), path_prefix=(str(root / "usr/bin"),)
         )
+    # Its own helpers first, then the machine's (Debian 13's netavark serves Podman 4.3 there).
+    helpers = [root / folder for folder in PODMAN_HELPER_DIRS] + [
+        Path("/") / folder for folder in PODMAN_HELPER_DIRS
+    ]
     return EngineBinaries(
         engine,
         str(root / "usr/bin/podman"),
-        helper_dirs=(str(root / "usr/lib/podman"), str(root / "usr/libexec/podman")),
+        helper_dirs=tuple(str(folder) for folder in helpers if folder.is_dir()),
     )
 
 
@@ -82,3 +121,8 @@ def _fetched(engine: str) -> Path:
             f"{engine} is not unpacked under {root.parent}: run scripts/fetch-engines.sh"
         )
     return root
+
+
+if __name__ == "__main__":
+    # For .ci/run: the engines after the whole suite, one per line.
+    print("\n".join(other_engines()))

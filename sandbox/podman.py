@@ -43,6 +43,9 @@ class PrivatePodman(PrivateEngine):
             "CONTAINERS_CONF": str(self._conf),
             # No registries: the test image is imported, never pulled.
             "CONTAINERS_REGISTRIES_CONF": str(self.dir / "registries.conf"),
+            # Nor the machine's storage.conf, written for its own Podman, which another
+            # release's may not read.
+            "CONTAINERS_STORAGE_CONF": str(self.dir / "storage.conf"),
             "PODMAN_IGNORE_CGROUPSV1_WARNING": "1",
         }
 
@@ -59,6 +62,10 @@ class PrivatePodman(PrivateEngine):
             'events_logger = "file"\n' + (f"helper_binaries_dir = [{helpers}]\n" if helpers else "")
         )
         (self.dir / "registries.conf").write_text("unqualified-search-registries = []\n")
+        (self.dir / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\nrunroot = "{self.dir / "run"}"\n'
+            f'graphroot = "{self.dir / "root"}"\n'
+        )
         command = [*self._podman(), "system", "service", "--time=0", self.url]
         self._serve(Child(f"podman {self.name}", command, log_path=self.log_path, env=self._env()))
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the janitor and its tests need on a Debian machine, idempotently: Debian
 # packages (dockerd, redis-server and redis-sentinel, busybox-static for the test image,
-# faketime, podman for the engine matrix, patchelf for Debian 13's podman), uv, and the Python
-# environment exactly as uv.lock pins it. Engines Debian 12 does not ship: scripts/fetch-engines.sh.
+# faketime, podman for the engine matrix, patchelf for the other release's podman), uv, and the
+# Python environment exactly as uv.lock pins it, on Debian 12 or 13. The engines of the matrix
+# that the machine's release does not ship: scripts/fetch-engines.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# Fetches the container engines of the engine matrix that Debian 12 does not ship (Debian 13's
-# dockerd 26 with containerd 1.7, and podman 5 with the libc it needs) as Debian packages, and
-# unpacks them privately. The system's apt sources and installed packages stay as they are:
-# apt runs under a private APT_CONFIG (own sources list, lists and cache) and the packages are
-# unpacked with dpkg-deb -x, never installed. Everything is cached under ENGINES_CACHE, so a
-# second run downloads nothing. Prints nothing on success but the engines' folder.
+# Fetches the container engines of the engine matrix that the machine's Debian release does not
+# ship, as the other release's Debian packages, and unpacks them privately: on Debian 12
+# (bookworm) Debian 13's dockerd 26 with containerd 1.7, and podman 5 with the libc it needs;
+# on Debian 13 (trixie) Debian 12's dockerd 20.10 with containerd 1.6, and podman 4.3 with the
+# libraries Debian 13 no longer has. The system's apt sources and installed packages stay as
+# they are: apt runs under a private APT_CONFIG (own sources list, lists and cache) and the
+# packages are unpacked with dpkg-deb -x, never installed. Everything is cached under
+# ENGINES_CACHE, so a second run downloads nothing. Prints nothing on success but the
+# engines' folder.
 set -euo pipefail
 
 cache=${ENGINES_CACHE:-/var/cache/container-janitor-engines}
-suite=trixie
-# Debian 13's package names; runc comes from Debian 12 (installed with docker.io).
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+# Each engine's folder and its packages, by the other release's names; runc comes from the
+# machine's own docker.io.
+case "$codename" in
+  bookworm)
+    suite=trixie
+    docker_engine=docker-26
+    podman_engine=podman-5
+    podman_packages=(podman netavark libc6 libsqlite3-0 libgpgme11t64 libassuan9 libgpg-error0
+      libseccomp2 libsubid5 libsystemd0 libcap2 libaudit1 libcap-ng0 libselinux1 libpcre2-8-0
+      libbsd0 libmd0)
+    ;;
+  trixie)
+    suite=bookworm
+    docker_engine=docker-20.10
+    podman_engine=podman-4.3
+    # What Debian 13 renamed or dropped: the rest of podman 4.3's libraries are Debian 13's own.
+    podman_packages=(podman libgpgme11 libassuan0 libsubid4)
+    ;;
+  *)
+    echo "fetch-engines: /etc/os-release names '${codename}': the engine matrix knows bookworm and trixie" >&2
+    exit 1
+    ;;
+esac
 docker_packages=(docker.io containerd)
-podman_packages=(podman netavark libc6 libsqlite3-0 libgpgme11t64 libassuan9 libgpg-error0 libseccomp2 libsubid5
-  libsystemd0 libcap2 libaudit1 libcap-ng0 libselinux1 libpcre2-8-0 libbsd0 libmd0)
-stamp="$cache/unpacked-v2"
+stamp="$cache/unpacked-v3-$codename"
 
 if [ -f "$stamp" ]; then
   echo "$cache"
@@ -32,8 +55,8 @@ if [ -z "$archive" ]; then
   exit 1
 fi
 
-apt_dir="$cache/apt"
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/debs"
+apt_dir="$cache/apt-$suite"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/debs-$suite"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $archive $suite main" \
   >"$apt_dir/sources.list"
 cat >"$apt_dir/apt.conf" <<CONF
@@ -57,21 +80,26 @@ fetch() {
   shift
   rm -rf "$target"
   mkdir -p "$target"
-  (cd "$cache/debs" && apt-get download -qq "$@")
+  (cd "$cache/debs-$suite" && apt-get download -qq "$@")
   for package in "$@"; do
-    dpkg-deb -x "$(ls "$cache/debs/${package}"_*.deb | tail -n 1)" "$target"
+    dpkg-deb -x "$(ls "$cache/debs-$suite/${package}"_*.deb | tail -n 1)" "$target"
   done
 }
 
-fetch "$cache/docker-26" "${docker_packages[@]}"
-fetch "$cache/podman-5" "${podman_packages[@]}"
-# Podman 5 and its network helper need Debian 13's libc: each gets that loader and a DT_RPATH
-# (which, unlike RUNPATH, also holds for their libraries' own dependencies). A patched binary
-# stays the one podman re-executes for container cleanup, where a loader wrapper would not.
-libs="$cache/podman-5/usr/lib/x86_64-linux-gnu"
+fetch "$cache/$docker_engine" "${docker_packages[@]}"
+fetch "$cache/$podman_engine" "${podman_packages[@]}"
+# The fetched podman (and Podman 5's network helper) find their own libraries first through a
+# DT_RPATH, which, unlike RUNPATH, also holds for their libraries' own dependencies. Podman 5
+# also needs Debian 13's loader on Debian 12; Podman 4.3 runs with Debian 13's newer libc. A
+# patched binary stays the one podman re-executes for container cleanup, where a loader
+# wrapper would not.
+libs="$cache/$podman_engine/usr/lib/x86_64-linux-gnu"
 for binary in usr/bin/podman usr/lib/podman/netavark; do
-  patchelf --set-interpreter "$libs/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$libs" \
-    "$cache/podman-5/$binary"
+  [ -f "$cache/$podman_engine/$binary" ] || continue
+  if [ "$podman_engine" = podman-5 ]; then
+    patchelf --set-interpreter "$libs/ld-linux-x86-64.so.2" "$cache/$podman_engine/$binary"
+  fi
+  patchelf --force-rpath --set-rpath "$libs" "$cache/$podman_engine/$binary"
 done
 touch "$stamp"
 echo "$cache"

@@ -6,11 +6,12 @@ packages docker.io, redis-server and busybox-static; a missing one fails the ses
 skips it.
 
 JANITOR_TEST_ENGINE
-    Which engine the two private hosts run (sandbox/engines.py): docker-20.10 (the default,
-    Debian 12's dockerd), docker-26 (Debian 13's dockerd and containerd), podman-4.3 (Debian
-    12's podman) or podman-5 (Debian 13's). The last three but podman-4.3 come from
-    scripts/fetch-engines.sh. The conformance part of the suite (`-m conformance`) is what CI
-    runs against each; the TLS tests' daemon is the selected Docker, or Debian 12's under Podman.
+    Which engine the two private hosts run (sandbox/engines.py): docker-20.10 (Debian 12's
+    dockerd), docker-26 (Debian 13's dockerd and containerd), podman-4.3 (Debian 12's podman)
+    or podman-5 (Debian 13's); unset, the machine's own dockerd. The two that the machine's
+    release does not ship come from scripts/fetch-engines.sh. The conformance part of the suite
+    (`-m conformance`) is what CI runs against each other engine; the TLS tests' daemon is the
+    selected Docker, or the machine's own dockerd under Podman.
 
 Developers without root may point the tests at servers of their own instead:
 
