@@ -75,7 +75,12 @@ class Inspected(Generic[Snapshot]):
 
 
 def log_cut_short(
-    log: Any, *, candidates: int, inspected: Inspected[Any], results: Sequence[ActionResult]
+    log: Any,
+    *,
+    candidates: int,
+    inspected: Inspected[Any],
+    results: Sequence[ActionResult],
+    dependents_not_read: int = 0,
 ) -> None:
     """The one line that says a tick ran out of time, and what it left for the next."""
     outcomes = Counter(r.outcome for r in results)
@@ -86,5 +91,6 @@ def log_cut_short(
         not_inspected=inspected.not_reached,
         done=outcomes[Outcome.DONE],
         not_acted=sum(1 for r in results if r.detail == Detail.DEADLINE_REACHED),
+        dependents_not_read=dependents_not_read,
         why="deadline reached; the rest waits for the next tick",
     )

@@ -2,12 +2,15 @@
 
 One unfiltered list call shows every container and the network it joins; the PID, IPC and
 --volumes-from settings come from inspect, cached per container id for the life of the
-process (they cannot change after creation). It decides nothing.
+process (they cannot change after creation). No inspect starts past the sweep's deadline: a
+container whose settings were not read counts as a dependent of every container (held, never
+wrongly acted on), and the next tick reads on from what is cached. It decides nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -28,6 +31,12 @@ _SINCE_TRIES = 5
 _Answer = tuple[str, ...] | None | ContainerGoneError
 
 
+class _Deadline(enum.Enum):
+    """What an inspect the deadline kept from starting gives."""
+
+    NOT_READ = "not read"
+
+
 class NamespaceSource(Protocol):
     name: str
 
@@ -42,9 +51,14 @@ class DependencyReader:
     """Who depends on whom on one host: a full reading for the decision, then readings for the
     re-checks that list only what is new and are shared by the re-checks in flight."""
 
-    def __init__(self, docker: NamespaceSource, *, concurrency: int) -> None:
+    def __init__(
+        self, docker: NamespaceSource, *, concurrency: int, deadline: float | None = None
+    ) -> None:
         self.docker = docker
         self.concurrency = concurrency
+        # time.monotonic() past which no inspect starts; how many it left unread.
+        self.deadline = deadline
+        self.not_read = 0
         self._lock = threading.Lock()
         # The latest reading, newest container first, and when its list call started.
         self._users: list[NamespaceUser] = []
@@ -156,6 +170,9 @@ class DependencyReader:
             for container_id, answer in zip(missing, answers, strict=True):
                 if isinstance(answer, ContainerGoneError):
                     gone.add(container_id)
+                elif answer is _Deadline.NOT_READ:
+                    settings[container_id] = None
+                    self.not_read += 1
                 else:
                     settings[container_id] = answer
             with _SETTINGS_LOCK:
@@ -164,7 +181,9 @@ class DependencyReader:
                 )
         return settings, gone
 
-    def _inspect(self, container_id: str) -> _Answer:
+    def _inspect(self, container_id: str) -> _Answer | _Deadline:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return _Deadline.NOT_READ
         try:
             return self.docker.namespace_references(container_id)
         except ContainerGoneError as exc:

@@ -59,7 +59,9 @@ class ContainerKind:
         self.dead_leases = dead_leases
         self.first_seen = first_seen
         self.facts = HostFacts()
-        self.dependencies = DependencyReader(docker, concurrency=options.concurrency)
+        self.dependencies = DependencyReader(
+            docker, concurrency=options.concurrency, deadline=options.deadline
+        )
         # Holders this sweep spared for their dependents (the engine reports the count).
         self.held = 0
         # When the current batch of actions began (time.monotonic()): its re-checks share one
@@ -114,6 +116,10 @@ class ContainerKind:
 
     def begin_batch(self) -> None:
         self.batch_began = time.monotonic()
+
+    @property
+    def not_read(self) -> int:
+        return self.dependencies.not_read
 
     def why_not(self, action: Action, current: Container, now: datetime) -> str | None:
         asked_at = self.batch_began

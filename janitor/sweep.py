@@ -73,9 +73,11 @@ class Batched(Protocol):
 @runtime_checkable
 class Holds(Protocol):
     """A kind that spares some items for others' sake (holders for their dependents): they
-    are not actions, so the report counts them apart."""
+    are not actions, so the report counts them apart. `not_read`: the items whose part in
+    that the deadline left unread (each then spares every item, and the tick is cut short)."""
 
     held: int
+    not_read: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +216,14 @@ class _Engine(Generic[Snapshot]):
         if status is Status.OK and not self.options.dry_run:
             results += self._act_all(actionable)  # logs each action as it ends
             status, error = self.halt.status, self.halt.reason
-        if inspected.not_reached or self.halt.detail is Detail.DEADLINE_REACHED:
+        not_read = self.kind.not_read if isinstance(self.kind, Holds) else 0
+        if inspected.not_reached or not_read or self.halt.detail is Detail.DEADLINE_REACHED:
             log_cut_short(
                 self.log,
                 candidates=len(survey.candidate_ids),
                 inspected=inspected,
                 results=results,
+                dependents_not_read=not_read,
             )
         return self.header.report(
             status,

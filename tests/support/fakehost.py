@@ -63,6 +63,8 @@ class FakeHost:
         self.meddlers: dict[str, Callable[[], None]] = {}
         # called at every inspect: a slow daemon, as a test's clock sees it
         self.on_inspect: Callable[[], None] = lambda: None
+        # called at every inspect the holders' dependents reading makes
+        self.on_settings_read: Callable[[], None] = lambda: None
         # What each kill says it could not do (an engine that keeps restart policies).
         self.kill_caveat: Detail | None = None
         self._inspected: set[str] = set()
@@ -126,6 +128,7 @@ class FakeHost:
         return [NamespaceUser(c.id, c.name, c.state, ()) for c in newest_first]
 
     def namespace_references(self, container_id: str) -> tuple[str, ...]:
+        self.on_settings_read()
         self._call("inspect")
         if container_id in self.unreadable:
             raise ActionFailedError("inspect failed with 500 Internal Server Error")

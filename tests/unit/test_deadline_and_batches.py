@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 from support.fakehost import NOW, FakeHost, LogEvents, container, emitted, settings_for
 
-from janitor import sweep
+from janitor import dependents, sweep
 from janitor.errors import LeaseLostError
 from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
@@ -38,9 +38,12 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The engine's monotonic clock, advanced one second by every inspect of a slow host."""
+    """The engine's and the dependents reader's monotonic clock, advanced one second by every
+    inspect of a slow host; the reader's cache as a new worker process has it."""
     fake = Clock()
     monkeypatch.setattr(sweep, "time", SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(dependents, "time", SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(dependents, "_SETTINGS", {})
     return fake
 
 
@@ -97,6 +100,35 @@ def test_the_cap_counts_the_candidates_the_deadline_left_uninspected(clock: Cloc
     assert fake.calls["remove"] == 0
     emitted(logs, "sweep_aborted", eligible=6, uninspected=4, max_actions=9)
     emitted(logs, "sweep_cut_short", not_inspected=4, done=0)
+
+
+def test_the_deadline_bounds_the_first_reading_of_the_dependents_too(clock: Clock) -> None:
+    # A new worker's first sweep of a busy host: four stopped candidates, and six running
+    # containers whose namespace settings it has never read (one inspect each, a second).
+    fake = FakeHost(
+        [container(f"exit-{i}") for i in range(4)]
+        + [container(f"busy-{i}", State.RUNNING) for i in range(6)]
+    )
+    fake.on_inspect = fake.on_settings_read = clock.tick
+    # Seven seconds: the candidates' inspects in the first half (four), then four of the
+    # six readings before the deadline.
+    options = SweepOptions(Task.REMOVE_STOPPED, concurrency=1, deadline=clock.now + 7)
+    report, logs = run(fake, options)
+    # Two containers' settings unknown: either might join any candidate, so none is removed.
+    assert report.status is Status.OK
+    assert fake.calls["remove"] == 0
+    assert report.held == 4
+    (line,) = emitted(logs, "sweep_cut_short", candidates=4, inspected=4, not_inspected=0)
+    assert (line["dependents_not_read"], line["done"]) == (2, 0)
+    # The next tick reads only the two left (four cached), and has the time to act.
+    reads_before = fake.calls["inspect"]
+    report, logs = run(
+        fake, SweepOptions(Task.REMOVE_STOPPED, concurrency=1, deadline=clock.now + 20)
+    )
+    assert report.counts == {"done": 4}
+    assert not [e for e in logs if e["event"] == "sweep_cut_short"]
+    # Four candidates inspected, two settings read, four re-inspected before their removal.
+    assert fake.calls["inspect"] - reads_before == 4 + 2 + 4
 
 
 def test_past_the_deadline_before_the_sweep_nothing_is_even_listed() -> None:
