@@ -19,23 +19,30 @@ case "$codename" in
     suite=trixie
     docker_engine=docker-26
     podman_engine=podman-5
+    docker_packages=(docker.io containerd)
     podman_packages=(podman netavark libc6 libsqlite3-0 libgpgme11t64 libassuan9 libgpg-error0
       libseccomp2 libsubid5 libsystemd0 libcap2 libaudit1 libcap-ng0 libselinux1 libpcre2-8-0
       libbsd0 libmd0)
+    # Debian 13's loader as well: Debian 12's libc is too old for them.
+    own_loader=(usr/bin/podman usr/lib/podman/netavark)
+    own_libraries=(usr/bin/podman usr/lib/podman/netavark)
     ;;
   trixie)
     suite=bookworm
     docker_engine=docker-20.10
     podman_engine=podman-4.3
-    # What Debian 13 renamed or dropped: the rest of podman 4.3's libraries are Debian 13's own.
-    podman_packages=(podman libgpgme11 libassuan0 libsubid4)
+    # What Debian 13 renamed, dropped or does not install with its own engines; the rest of
+    # their libraries are Debian 13's own, whose libc runs Debian 12's binaries.
+    docker_packages=(docker.io containerd libdevmapper1.02.1)
+    podman_packages=(podman libgpgme11 libassuan0 libsubid4 libdevmapper1.02.1)
+    own_loader=()
+    own_libraries=(usr/sbin/dockerd usr/bin/podman)
     ;;
   *)
     echo "fetch-engines: /etc/os-release names '${codename}': the engine matrix knows bookworm and trixie" >&2
     exit 1
     ;;
 esac
-docker_packages=(docker.io containerd)
 stamp="$cache/unpacked-v3-$codename"
 
 if [ -f "$stamp" ]; then
@@ -88,18 +95,22 @@ fetch() {
 
 fetch "$cache/$docker_engine" "${docker_packages[@]}"
 fetch "$cache/$podman_engine" "${podman_packages[@]}"
-# The fetched podman (and Podman 5's network helper) find their own libraries first through a
-# DT_RPATH, which, unlike RUNPATH, also holds for their libraries' own dependencies. Podman 5
-# also needs Debian 13's loader on Debian 12; Podman 4.3 runs with Debian 13's newer libc. A
-# patched binary stays the one podman re-executes for container cleanup, where a loader
-# wrapper would not.
-libs="$cache/$podman_engine/usr/lib/x86_64-linux-gnu"
-for binary in usr/bin/podman usr/lib/podman/netavark; do
-  [ -f "$cache/$podman_engine/$binary" ] || continue
-  if [ "$podman_engine" = podman-5 ]; then
-    patchelf --set-interpreter "$libs/ld-linux-x86-64.so.2" "$cache/$podman_engine/$binary"
-  fi
-  patchelf --force-rpath --set-rpath "$libs" "$cache/$podman_engine/$binary"
+# A binary that needs its own libraries finds them first through a DT_RPATH, which, unlike
+# RUNPATH, also holds for its libraries' own dependencies; one that needs its own libc also
+# gets that loader. A patched binary stays the one podman re-executes for container cleanup,
+# where a loader wrapper would not.
+for engine in "$docker_engine" "$podman_engine"; do
+  libs="$cache/$engine/usr/lib/x86_64-linux-gnu"
+  # Debian 12's packages put some libraries under /lib (no merged /usr in the package).
+  rpath="$libs:$cache/$engine/lib/x86_64-linux-gnu"
+  for binary in "${own_libraries[@]}"; do
+    [ -f "$cache/$engine/$binary" ] || continue
+    patchelf --force-rpath --set-rpath "$rpath" "$cache/$engine/$binary"
+  done
+  for binary in "${own_loader[@]}"; do
+    [ -f "$cache/$engine/$binary" ] || continue
+    patchelf --set-interpreter "$libs/ld-linux-x86-64.so.2" "$cache/$engine/$binary"
+  done
 done
 touch "$stamp"
 echo "$cache"
