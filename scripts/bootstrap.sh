@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 # systemd for systemd-analyze, which checks the units in contrib/systemd/; redis-sentinel for
 # the Sentinel failover tests.
 packages=(docker.io redis-server redis-sentinel busybox-static faketime systemd podman patchelf)
+# Debian 13 ships the docker CLI (the benchmarks' prune and import) apart from docker.io.
+if [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" = trixie ]; then
+  packages+=(docker-cli)
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
