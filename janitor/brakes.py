@@ -6,6 +6,7 @@ They stop a sweep; what to sweep and how to act are the engine's and the kinds' 
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -60,8 +61,15 @@ class LeaseBatches:
 
 
 Snapshot = TypeVar("Snapshot")
-# What an inspect the deadline kept from starting gives instead of a snapshot.
-NOT_REACHED = object()
+
+
+class Unreached(enum.Enum):
+    """What an inspect the deadline kept from starting gives instead of an answer."""
+
+    NOT_REACHED = "not reached"
+
+
+NOT_REACHED = Unreached.NOT_REACHED
 
 
 @dataclass(frozen=True, slots=True)

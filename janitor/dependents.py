@@ -10,13 +10,13 @@ wrongly acted on), and the next tick reads on from what is cached. It decides no
 from __future__ import annotations
 
 import dataclasses
-import enum
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from janitor.brakes import NOT_REACHED, Unreached
 from janitor.errors import ContainerError, ContainerGoneError
 from janitor.holders import NO_DEPENDENTS, Dependents, dependents
 from janitor.model import Container, NamespaceUser, State
@@ -29,12 +29,6 @@ _SETTINGS_LOCK = threading.Lock()
 _SINCE_TRIES = 5
 # What inspect said about one container's settings; None: they could not be read.
 _Answer = tuple[str, ...] | None | ContainerGoneError
-
-
-class _Deadline(enum.Enum):
-    """What an inspect the deadline kept from starting gives."""
-
-    NOT_READ = "not read"
 
 
 class NamespaceSource(Protocol):
@@ -56,7 +50,11 @@ class DependencyReader:
     ) -> None:
         self.docker = docker
         self.concurrency = concurrency
-        # time.monotonic() past which no inspect starts; how many it left unread.
+        # time.monotonic() past which the decision's reading starts no inspect (the re-checks'
+        # readings belong to actions already under way and are not cut), and how many
+        # inspects it did not start. It is the sweep's own deadline, not the inspects' half
+        # of it: a reading that takes that long leaves no time to act, but what it read is
+        # cached for the next tick.
         self.deadline = deadline
         self.not_read = 0
         self._lock = threading.Lock()
@@ -72,7 +70,9 @@ class DependencyReader:
             cached = _SETTINGS.setdefault(self.docker.name, {})
             cached.update({c.id: c.namespace_references for c in inspected})
         with self._lock:
-            return self._reading(time.monotonic(), self.docker.list_namespace_users())
+            started = time.monotonic()
+            listed = self.docker.list_namespace_users()
+            return self._reading(started, listed, stop_at=self.deadline)
 
     def current(self, holder_id: str, instant: float) -> Dependents:
         """The holder's dependents as a full reading started at or after `instant` would show
@@ -106,11 +106,15 @@ class DependencyReader:
         started: float,
         listed: list[NamespaceUser],
         known: Sequence[NamespaceUser] | None = None,
+        *,
+        stop_at: float | None = None,
     ) -> Dependents:
         """From a list of the whole host, or of those created since (`known` the rest): only
-        the whole host's tells which cached settings belong to removed containers."""
+        the whole host's tells which cached settings belong to removed containers. No
+        inspect starts past `stop_at`."""
         whole_host = known is None
-        self._users = self._with_settings(listed, whole_host=whole_host) + list(known or ())
+        settled = self._with_settings(listed, whole_host=whole_host, stop_at=stop_at)
+        self._users = settled + list(known or ())
         self._found, self._read_at = dependents(self._users), started
         return self._found
 
@@ -137,11 +141,12 @@ class DependencyReader:
         return tuple(now)
 
     def _with_settings(
-        self, listed: list[NamespaceUser], *, whole_host: bool
+        self, listed: list[NamespaceUser], *, whole_host: bool, stop_at: float | None
     ) -> list[NamespaceUser]:
         """The listed containers with the references only inspect shows (those removed
         since the list left out)."""
-        settings, gone = self._settings([u.id for u in listed], whole_host=whole_host)
+        ids = [u.id for u in listed]
+        settings, gone = self._settings(ids, whole_host=whole_host, stop_at=stop_at)
         return [
             NamespaceUser(u.id, u.name, u.state, _combined(u.references, settings[u.id]))
             for u in listed
@@ -149,7 +154,7 @@ class DependencyReader:
         ]
 
     def _settings(
-        self, ids: list[str], *, whole_host: bool
+        self, ids: list[str], *, whole_host: bool, stop_at: float | None
     ) -> tuple[dict[str, tuple[str, ...] | None], set[str]]:
         """Each listed container's inspect-only references, and the ones removed since; the
         cache is pruned to what a list of the whole host shows, never to a `since` list's few
@@ -166,11 +171,11 @@ class DependencyReader:
         missing = [i for i in ids if i not in cached]
         if missing:
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="namespaces") as pool:
-                answers = list(pool.map(self._inspect, missing))
+                answers = list(pool.map(lambda i: self._inspect(i, stop_at), missing))
             for container_id, answer in zip(missing, answers, strict=True):
                 if isinstance(answer, ContainerGoneError):
                     gone.add(container_id)
-                elif answer is _Deadline.NOT_READ:
+                elif answer is NOT_REACHED:
                     settings[container_id] = None
                     self.not_read += 1
                 else:
@@ -181,9 +186,9 @@ class DependencyReader:
                 )
         return settings, gone
 
-    def _inspect(self, container_id: str) -> _Answer | _Deadline:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            return _Deadline.NOT_READ
+    def _inspect(self, container_id: str, stop_at: float | None) -> _Answer | Unreached:
+        if stop_at is not None and time.monotonic() > stop_at:
+            return NOT_REACHED
         try:
             return self.docker.namespace_references(container_id)
         except ContainerGoneError as exc:

@@ -77,7 +77,9 @@ class Holds(Protocol):
     that the deadline left unread (each then spares every item, and the tick is cut short)."""
 
     held: int
-    not_read: int
+
+    @property
+    def not_read(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,20 +58,16 @@ def is_podman(engine: str) -> bool:
 
 
 def machine_release() -> str:
-    """The machine's Debian codename, one of SHIPPED's."""
-    os_release = OS_RELEASE
-    fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
-    codename = fields.get("VERSION_CODENAME", "").strip('"')
-    if codename not in SHIPPED:
-        raise RuntimeError(
-            f"{os_release} names {codename or 'no'} release: the engine matrix knows Debian "
-            f"{' and '.join(SHIPPED)}"
-        )
-    return codename
+    """The machine's release codename ("" when /etc/os-release names none)."""
+    fields = dict(line.split("=", 1) for line in OS_RELEASE.read_text().splitlines() if "=" in line)
+    return fields.get("VERSION_CODENAME", "").strip('"')
 
 
 def native_engines() -> tuple[str, str]:
-    return SHIPPED[machine_release()]
+    """The machine's own Docker and Podman. On a release the matrix does not know, they stand
+    in for Debian 12's, as they did before the matrix knew releases (fetch-engines.sh says it
+    cannot fetch for that release)."""
+    return SHIPPED.get(machine_release(), SHIPPED["bookworm"])
 
 
 def default_engine() -> str:
@@ -103,10 +99,11 @@ def binaries(engine: str) -> EngineBinaries:
         return EngineBinaries(
             engine, str(root / "usr/sbin/dockerd"), path_prefix=(str(root / "usr/bin"),)
         )
-    # Its own helpers first, then the machine's (Debian 13's netavark serves Podman 4.3 there).
-    helpers = [root / folder for folder in PODMAN_HELPER_DIRS] + [
-        Path("/") / folder for folder in PODMAN_HELPER_DIRS
-    ]
+    helpers = [root / folder for folder in PODMAN_HELPER_DIRS]
+    if not (root / "usr/lib/podman/netavark").is_file():
+        # Debian 12's podman package has no network helper of its own: on Debian 13 the
+        # machine's netavark serves it, after its own helpers.
+        helpers += [Path("/") / folder for folder in PODMAN_HELPER_DIRS]
     return EngineBinaries(
         engine,
         str(root / "usr/bin/podman"),

@@ -1,6 +1,6 @@
 """A rootful Podman of our own behind its Docker-compatible socket: `podman system service`
-with private storage (--root, --runroot, --tmpdir) and a private containers.conf, under one
-temp dir, as the tests' second kind of engine."""
+with private storage (--root, --runroot, --tmpdir) and private containers.conf, storage.conf
+and registries.conf, under one temp dir, as the tests' second kind of engine."""
 
 from __future__ import annotations
 
@@ -62,10 +62,8 @@ class PrivatePodman(PrivateEngine):
             'events_logger = "file"\n' + (f"helper_binaries_dir = [{helpers}]\n" if helpers else "")
         )
         (self.dir / "registries.conf").write_text("unqualified-search-registries = []\n")
-        (self.dir / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\nrunroot = "{self.dir / "run"}"\n'
-            f'graphroot = "{self.dir / "root"}"\n'
-        )
+        # The paths come from the command line; the file only stands in for the machine's.
+        (self.dir / "storage.conf").write_text('[storage]\ndriver = "overlay"\n')
         command = [*self._podman(), "system", "service", "--time=0", self.url]
         self._serve(Child(f"podman {self.name}", command, log_path=self.log_path, env=self._env()))
 

@@ -23,9 +23,11 @@ case "$codename" in
     podman_packages=(podman netavark libc6 libsqlite3-0 libgpgme11t64 libassuan9 libgpg-error0
       libseccomp2 libsubid5 libsystemd0 libcap2 libaudit1 libcap-ng0 libselinux1 libpcre2-8-0
       libbsd0 libmd0)
-    # Debian 13's loader as well: Debian 12's libc is too old for them.
-    own_loader=(usr/bin/podman usr/lib/podman/netavark)
-    own_libraries=(usr/bin/podman usr/lib/podman/netavark)
+    # Binaries that find their own libraries first (RPATH), and those that also need their
+    # own loader: Debian 12's libc is too old for Debian 13's podman.
+    docker_own_libraries=()
+    podman_own_libraries=(usr/bin/podman usr/lib/podman/netavark)
+    podman_own_loader=(usr/bin/podman usr/lib/podman/netavark)
     ;;
   trixie)
     suite=bookworm
@@ -35,8 +37,9 @@ case "$codename" in
     # their libraries are Debian 13's own, whose libc runs Debian 12's binaries.
     docker_packages=(docker.io containerd libdevmapper1.02.1)
     podman_packages=(podman libgpgme11 libassuan0 libsubid4 libdevmapper1.02.1)
-    own_loader=()
-    own_libraries=(usr/sbin/dockerd usr/bin/podman)
+    docker_own_libraries=(usr/sbin/dockerd)
+    podman_own_libraries=(usr/bin/podman)
+    podman_own_loader=()
     ;;
   *)
     echo "fetch-engines: /etc/os-release names '${codename}': the engine matrix knows bookworm and trixie" >&2
@@ -62,6 +65,8 @@ if [ -z "$archive" ]; then
   exit 1
 fi
 
+# Where earlier versions of this script kept Debian 13's packages.
+rm -rf "$cache/apt" "$cache/debs" "$cache/unpacked-v2"
 apt_dir="$cache/apt-$suite"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/debs-$suite"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $archive $suite main" \
@@ -96,21 +101,28 @@ fetch() {
 fetch "$cache/$docker_engine" "${docker_packages[@]}"
 fetch "$cache/$podman_engine" "${podman_packages[@]}"
 # A binary that needs its own libraries finds them first through a DT_RPATH, which, unlike
-# RUNPATH, also holds for its libraries' own dependencies; one that needs its own libc also
-# gets that loader. A patched binary stays the one podman re-executes for container cleanup,
-# where a loader wrapper would not.
-for engine in "$docker_engine" "$podman_engine"; do
-  libs="$cache/$engine/usr/lib/x86_64-linux-gnu"
-  # Debian 12's packages put some libraries under /lib (no merged /usr in the package).
-  rpath="$libs:$cache/$engine/lib/x86_64-linux-gnu"
-  for binary in "${own_libraries[@]}"; do
-    [ -f "$cache/$engine/$binary" ] || continue
-    patchelf --force-rpath --set-rpath "$rpath" "$cache/$engine/$binary"
+# RUNPATH, also holds for its libraries' own dependencies (Debian 12's packages keep some under
+# /lib: no merged /usr there); one that needs its own libc also gets that loader. A patched
+# binary stays the one podman re-executes for container cleanup, where a loader wrapper would
+# not. A binary that is not where it is expected fails the run, before the stamp.
+own_libraries() {
+  local root="$cache/$1"
+  shift
+  for binary in "$@"; do
+    patchelf --force-rpath --set-rpath \
+      "$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu" "$root/$binary"
   done
-  for binary in "${own_loader[@]}"; do
-    [ -f "$cache/$engine/$binary" ] || continue
-    patchelf --set-interpreter "$libs/ld-linux-x86-64.so.2" "$cache/$engine/$binary"
+}
+own_loader() {
+  local root="$cache/$1"
+  shift
+  for binary in "$@"; do
+    patchelf --set-interpreter "$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
+      "$root/$binary"
   done
-done
+}
+own_libraries "$docker_engine" "${docker_own_libraries[@]}"
+own_libraries "$podman_engine" "${podman_own_libraries[@]}"
+own_loader "$podman_engine" "${podman_own_loader[@]}"
 touch "$stamp"
 echo "$cache"

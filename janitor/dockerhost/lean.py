@@ -135,8 +135,10 @@ def _dropped(connection: _UnixConnection) -> bool:
     reusing one, an idle socket that reads as ready holds only its end, never an answer."""
     if connection.sock is None:
         return True
-    readable, _, _ = select.select([connection.sock], [], [], 0)
-    return bool(readable)
+    # poll, not select: a busy worker's sockets may have descriptors past select's 1024.
+    poller = select.poll()
+    poller.register(connection.sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _as_requests(

@@ -32,7 +32,7 @@ from janitor.children import wait_for
 from janitor.dockerhost import RESTART_POLICIES_THAT_RESURRECT
 from sandbox.celery_processes import Processes
 from sandbox.daemons import Engine
-from sandbox.engines import binaries, clears_restart_policies, selected_engine
+from sandbox.engines import clears_restart_policies, is_podman, selected_engine
 
 # Every engine of the matrix runs these (see .ci/run).
 pytestmark = pytest.mark.conformance
@@ -194,7 +194,7 @@ def test_service_with_a_daemon_frozen_for_some_ticks_cleans_it_after_the_thaw(
     # two kills of a second each, so the freeze after the first finds the second under way.
     # Podman's calls get 2s here, under support.celery.PODMAN_SERVICE's 3s for its slow /info,
     # so a freeze shows as failed sweeps soon enough: 0.8 x 8s - 3s = 3.4s.
-    podman = binaries(selected_engine()).is_podman
+    podman = is_podman(selected_engine())
     interval, docker_timeout = (8, 2) if podman else (6, 1)
     env = service_env(
         {"alpha": alpha.url, "beta": beta.url},

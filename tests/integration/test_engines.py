@@ -15,7 +15,7 @@ from support.containers import create_only, run_exited, run_running, state_or_go
 from janitor.dockerhost import DockerHost
 from janitor.model import HostConfig
 from sandbox.daemons import Engine
-from sandbox.engines import binaries, clears_restart_policies, selected_engine
+from sandbox.engines import clears_restart_policies, is_podman, selected_engine
 
 pytestmark = pytest.mark.conformance
 
@@ -35,7 +35,7 @@ def test_check_names_the_engine_and_its_identity_holds_from_check_to_check(
     alpha: Engine, redis_url: str
 ) -> None:
     env = janitor_env({"alpha": alpha.url}, redis_url=redis_url)
-    product = "Podman" if binaries(selected_engine()).is_podman else "Docker"
+    product = "Podman" if is_podman(selected_engine()) else "Docker"
     assert sweep_json(env, "--task", "kill-ghosts").code == 0  # records the identity
     for _ in range(2):
         run = run_janitor(["check"], env)

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from sandbox.engines import binaries, selected_engine
+from sandbox.engines import is_podman, selected_engine
 from support.cli import janitor_env
 
 # Short enough that a test sees several ticks in seconds, long enough for the nested limits:
@@ -38,7 +38,7 @@ RESULT_KEYS = "celery-task-meta-*"
 
 def service_env(hosts: Mapping[str, str], redis_url: str, **overrides: str) -> dict[str, str]:
     """The environment of a janitor service: JANITOR_* only from here, fast intervals."""
-    timings = SERVICE | (PODMAN_SERVICE if binaries(selected_engine()).is_podman else {})
+    timings = SERVICE | (PODMAN_SERVICE if is_podman(selected_engine()) else {})
     env = janitor_env(hosts, redis_url, **{**timings, **overrides})
     # Nothing from the caller's Celery or Flower setup may leak in either.
     for name in [k for k in env if k.startswith(("CELERY_", "FLOWER_"))]:

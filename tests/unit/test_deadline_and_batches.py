@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 from support.fakehost import NOW, FakeHost, LogEvents, container, emitted, settings_for
 
-from janitor import dependents, sweep
+from janitor import dependents, kinds, sweep
 from janitor.errors import LeaseLostError
 from janitor.kinds import sweep_containers
 from janitor.locks import NoLease
@@ -38,11 +38,12 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The engine's and the dependents reader's monotonic clock, advanced one second by every
-    inspect of a slow host; the reader's cache as a new worker process has it."""
+    """The monotonic clock of the engine, the kinds and the dependents reader, advanced one
+    second by every inspect of a slow host; the reader's cache as a new worker process has it."""
     fake = Clock()
     monkeypatch.setattr(sweep, "time", SimpleNamespace(monotonic=fake))
     monkeypatch.setattr(dependents, "time", SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(kinds, "time", SimpleNamespace(monotonic=fake))
     monkeypatch.setattr(dependents, "_SETTINGS", {})
     return fake
 
@@ -129,6 +130,22 @@ def test_the_deadline_bounds_the_first_reading_of_the_dependents_too(clock: Cloc
     assert not [e for e in logs if e["event"] == "sweep_cut_short"]
     # Four candidates inspected, two settings read, four re-inspected before their removal.
     assert fake.calls["inspect"] - reads_before == 4 + 2 + 4
+
+
+def test_a_re_check_under_way_at_the_deadline_still_reads_a_newcomer(clock: Clock) -> None:
+    stopped = [container("exit-0"), container("exit-1")]
+    fake = FakeHost(stopped)
+    fake.on_inspect = fake.on_settings_read = clock.tick
+    newcomer = container("newcomer", State.RUNNING)
+    # A container started while the first removal is re-checked: the second removal's
+    # re-check lists it, past the deadline, and must read it rather than guess.
+    fake.meddlers[stopped[0].id] = lambda: fake.containers.__setitem__(newcomer.id, newcomer)
+    options = SweepOptions(Task.REMOVE_STOPPED, concurrency=1, deadline=clock.now + 3.5)
+    report, _ = run(fake, options)
+    # It joins nobody: both go, where an unread newcomer would have held the second as
+    # "holder_in_use", a member that never joined.
+    assert report.counts == {"done": 2}
+    assert newcomer.id in fake.containers
 
 
 def test_past_the_deadline_before_the_sweep_nothing_is_even_listed() -> None:

@@ -49,13 +49,30 @@ def test_debian_13_runs_the_suite_on_docker_26_and_fetches_the_older_two(
     with pytest.raises(engines.MissingPackagesError, match=r"run scripts/fetch-engines\.sh"):
         engines.binaries(engines.PODMAN_4)
     unpacked = tmp_path / "cache" / engines.PODMAN_4
-    (unpacked / "usr/bin").mkdir(parents=True)
+    (unpacked / "usr/lib/podman").mkdir(parents=True)
     podman = engines.binaries(engines.PODMAN_4)
     assert podman.server == str(unpacked / "usr/bin/podman")
     assert podman.is_podman
+    # No netavark of its own: its helpers first, then the machine's that exist.
+    machine = [f"/{folder}" for folder in engines.PODMAN_HELPER_DIRS if Path(f"/{folder}").is_dir()]
+    assert podman.helper_dirs == (str(unpacked / "usr/lib/podman"), *machine)
 
 
-def test_a_release_the_matrix_does_not_know_is_said_plainly(on: Callable[[str], None]) -> None:
+def test_a_release_the_matrix_does_not_know_runs_its_own_engines_as_debian_12s(
+    on: Callable[[str], None],
+) -> None:
     on("VERSION_CODENAME=sid\nID=debian\n")
-    with pytest.raises(RuntimeError, match="names sid release: the engine matrix knows"):
-        engines.machine_release()
+    assert engines.native_engines() == engines.SHIPPED["bookworm"]
+
+
+def test_an_unpacked_docker_runs_with_its_own_containerd_first_on_its_path(
+    on: Callable[[str], None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    on(BOOKWORM)
+    monkeypatch.setenv(engines.CACHE_VARIABLE, str(tmp_path))
+    (tmp_path / engines.DOCKER_26).mkdir()
+    monkeypatch.setattr(engines, "require_binary", lambda name, package: f"/usr/sbin/{name}")
+    docker = engines.binaries(engines.DOCKER_26)
+    assert docker.server == str(tmp_path / engines.DOCKER_26 / "usr/sbin/dockerd")
+    assert docker.env()["PATH"].startswith(str(tmp_path / engines.DOCKER_26 / "usr/bin") + ":")
+    assert not docker.is_podman
