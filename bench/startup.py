@@ -1,15 +1,22 @@
 """Start-up: the `janitor` command as whole processes, paired run by run with docker-custodian's
 `dcgc --help`, the cheapest thing a comparable Python tool does.
 
-Every command runs with its bytecode cached, as an installed package has it (pip compiles at
-install, the image with UV_COMPILE_BYTECODE=1): a private PYTHONPYCACHEPREFIX for both tools,
-filled by one warm-up run that is not counted. One row runs the idle sweep without bytecode,
-as a development environment with PYTHONDONTWRITEBYTECODE=1 and an uncompiled venv does.
+The janitor runs from an environment installed as the image installs it (`uv sync --frozen
+--no-dev --no-editable` from uv.lock, compiled to bytecode): the development environment
+also holds the dev tools' libraries, and structlog imports rich, one of them, when it is
+there (about a third of an idle sweep's imports). Two rows run the idle sweep from the
+development environment instead, as context.
+
+Every command runs with its bytecode cached, as an installed package has it: a private
+PYTHONPYCACHEPREFIX for both tools, filled by one warm-up run that is not counted. One row
+runs the idle sweep without bytecode, as a development environment with
+PYTHONDONTWRITEBYTECODE=1 and an uncompiled venv does.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,7 @@ from typing import Any
 from bench.custodian import Custodian
 from bench.harness import (
     JANITOR,
+    REPO_ROOT,
     Host,
     Timed,
     janitor_env,
@@ -42,7 +50,10 @@ def measure(
     """Median wall and CPU of each command, and its paired ratio to `dcgc --help`."""
     host.empty()
     cached = workdir / "pycache"
-    sweep_argv = [JANITOR, "sweep", "--host", host.name]
+    say("startup: installing the janitor as the image does")
+    janitor = _installed(workdir / "installed")
+    sweep_argv = [janitor, "sweep", "--host", host.name]
+    dev_sweep_argv = [JANITOR, "sweep", "--host", host.name]
     runs = RUNS_PER_ROUND * rounds
     commands: dict[str, Figures] = {}
     with PrivateRedis() as redis_server:
@@ -50,14 +61,15 @@ def measure(
         with_redis = _with_bytecode(janitor_env([host], redis_url=redis_server.url), cached)
         # name: argv, environment, runs, whether a warm-up run fills the bytecode cache first
         plans: dict[str, tuple[list[str], dict[str, str], int, bool]] = {
-            "version": ([JANITOR, "--version"], plain, runs, True),
-            "help": ([JANITOR, "--help"], plain, runs, True),
-            "sweep_help": ([JANITOR, "sweep", "--help"], plain, runs, True),
+            "version": ([janitor, "--version"], plain, runs, True),
+            "help": ([janitor, "--help"], plain, runs, True),
+            "sweep_help": ([janitor, "sweep", "--help"], plain, runs, True),
             "idle_sweep": (sweep_argv, plain, runs, True),
             # Context, not targets: a run per round.
             "idle_sweep_with_redis": (sweep_argv, with_redis, rounds, True),
+            "idle_sweep_dev_env": (dev_sweep_argv, plain, rounds, True),
             "idle_sweep_no_bytecode": (
-                sweep_argv,
+                dev_sweep_argv,
                 _with_bytecode(janitor_env([host]), workdir / "no-pycache", write=False),
                 rounds,
                 False,
@@ -80,6 +92,24 @@ def measure(
         },
         "commands": commands,
     }
+
+
+def _installed(environment: Path) -> str:
+    """The janitor installed into `environment` from uv.lock as the Dockerfile installs it
+    (no dev tools, not editable, compiled); from uv's cache, which the development
+    environment's own install filled."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
+    env["UV_PROJECT_ENVIRONMENT"] = str(environment)
+    done = subprocess.run(
+        ["uv", "sync", "--frozen", "--no-dev", "--no-editable", "--compile-bytecode", "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    require(done.returncode == 0, f"uv sync into {environment} failed:\n{done.stderr[-2000:]}")
+    return str(environment / "bin" / "janitor")
 
 
 def _paired(

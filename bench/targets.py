@@ -136,7 +136,8 @@ _STARTUP_SHOWN = {
     "sweep_help": "janitor sweep --help",
     "idle_sweep": "janitor sweep, one idle host, no Redis",
     "idle_sweep_with_redis": "janitor sweep, one idle host, Redis (lease)",
-    "idle_sweep_no_bytecode": "janitor sweep, one idle host, no bytecode",
+    "idle_sweep_dev_env": "janitor sweep, one idle host, development environment",
+    "idle_sweep_no_bytecode": "janitor sweep, one idle host, development environment, no bytecode",
 }
 _HELP_COMMANDS = ("version", "help", "sweep_help")
 _IDLE_SWEEP = "idle_sweep"

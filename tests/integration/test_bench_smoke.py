@@ -139,7 +139,7 @@ def test_smoke_run_writes_every_case(tmp_path: Path) -> None:
     startup = cases["startup"]["commands"]
     assert set(startup) == {
         "version", "help", "sweep_help", "idle_sweep", "idle_sweep_with_redis",
-        "idle_sweep_no_bytecode",
+        "idle_sweep_dev_env", "idle_sweep_no_bytecode",
     }  # fmt: skip
     for name, command in startup.items():
         _positive_numbers(command["median"], {"wall_s", "client_cpu_s"})
