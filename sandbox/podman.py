@@ -62,8 +62,12 @@ class PrivatePodman(PrivateEngine):
             'events_logger = "file"\n' + (f"helper_binaries_dir = [{helpers}]\n" if helpers else "")
         )
         (self.dir / "registries.conf").write_text("unqualified-search-registries = []\n")
-        # The paths come from the command line; the file only stands in for the machine's.
-        (self.dir / "storage.conf").write_text('[storage]\ndriver = "overlay"\n')
+        # The same paths as the command line's: Podman 4.3 refuses a storage.conf without
+        # runroot ("runroot must be set") before it reads the flags.
+        (self.dir / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\nrunroot = "{self.dir / "run"}"\n'
+            f'graphroot = "{self.dir / "root"}"\n'
+        )
         command = [*self._podman(), "system", "service", "--time=0", self.url]
         self._serve(Child(f"podman {self.name}", command, log_path=self.log_path, env=self._env()))
 
