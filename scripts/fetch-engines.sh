@@ -54,16 +54,7 @@ if [ -f "$stamp" ]; then
 fi
 
 # The archive the machine's own sources already name, with the other suite's codename.
-archive=$(
-  { grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-    grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-      sed -E 's/\[[^]]*\]//' | awk '{print $2}'; } |
-    grep -v -- '-security' | grep -E '/debian/?$' | head -n 1 || true
-)
-if [ -z "$archive" ]; then
-  echo "fetch-engines: no Debian archive in /etc/apt/sources.list{,.d}" >&2
-  exit 1
-fi
+archive=$(bash "$(dirname "$0")/debian-archive.sh")
 
 # Where earlier versions of this script kept Debian 13's packages.
 rm -rf "$cache/apt" "$cache/debs" "$cache/unpacked-v2"
