@@ -95,8 +95,14 @@ def _prune(host: Host, count: int) -> Figures:
     images = run_command(
         docker_cli(host, "image", "prune", "-a", "--force", "--filter", label), env, [host]
     )
+    # Docker 23 (API 1.42) made `volume prune` spare named volumes unless told --all; the
+    # daemons before it know no such flag and prune them all.
+    api_version = tuple(int(part) for part in host.api.version()["ApiVersion"].split("."))
+    every_volume = ["--all"] if api_version >= (1, 42) else []
     volumes = run_command(
-        docker_cli(host, "volume", "prune", "--force", "--filter", label), env, [host]
+        docker_cli(host, "volume", "prune", "--force", *every_volume, "--filter", label),
+        env,
+        [host],
     )
     for timed, what in ((images, "docker image prune"), (volumes, "docker volume prune")):
         if timed.code != 0:
