@@ -12,6 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import docker.utils
+
 from bench.harness import (
     MANAGED,
     PLANT_THREADS,
@@ -97,8 +99,8 @@ def _prune(host: Host, count: int) -> Figures:
     )
     # Docker 23 (API 1.42) made `volume prune` spare named volumes unless told --all; the
     # daemons before it know no such flag and prune them all.
-    api_version = tuple(int(part) for part in host.api.version()["ApiVersion"].split("."))
-    every_volume = ["--all"] if api_version >= (1, 42) else []
+    server_api = host.api.version()["ApiVersion"]
+    every_volume = ["--all"] if docker.utils.version_gte(server_api, "1.42") else []
     volumes = run_command(
         docker_cli(host, "volume", "prune", "--force", *every_volume, "--filter", label),
         env,

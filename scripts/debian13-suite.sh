@@ -27,11 +27,11 @@ command -v debootstrap >/dev/null || {
 
 if [ ! -x "$root/usr/bin/apt-get" ]; then
   echo "debian13-suite: debootstrap trixie into $root" >&2
+  archive=$(bash "$repo/scripts/debian-archive.sh")
   mkdir -p "$root"
   debootstrap --variant=minbase --include=ca-certificates,git,make,procps,iproute2,util-linux \
-    trixie "$root" "$(bash "$repo/scripts/debian-archive.sh")" >/dev/null
-  echo "deb $(bash "$repo/scripts/debian-archive.sh")-security trixie-security main" \
-    >>"$root/etc/apt/sources.list"
+    trixie "$root" "$archive" >/dev/null
+  echo "deb $archive-security trixie-security main" >>"$root/etc/apt/sources.list"
 fi
 
 python_prefix=$(python3 -c 'import sys; print(sys.base_prefix)' 2>/dev/null || true)
