@@ -1,8 +1,9 @@
 # container-janitor: one image for the worker, beat and Flower (see docker-compose.yml).
 #
-# It builds offline apart from the base image and the Python packages: no `# syntax=` line
-# (BuildKit would pull a frontend image for it from a registry), one base image for both
-# stages, and classic builds work the same.
+# It pulls no image but the base image: no `# syntax=` line (BuildKit would pull a frontend
+# image for it from a registry), one base image for both stages, and classic builds work the
+# same. The Python packages come from the package index, or, after scripts/wheelhouse.sh,
+# from wheels/ alone: then the build needs no network at all.
 #
 # The Docker socket is NOT part of the image. Only the worker mounts it, and since the
 # process runs as the unprivileged user janitor (uid 10001), it reaches the socket through
@@ -18,20 +19,28 @@ ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3.11 \
-    UV_PROJECT_ENVIRONMENT=/app/.venv
-RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+    UV_PYTHON=/usr/local/bin/python3.11
 WORKDIR /src
-# Dependencies first, exactly as uv.lock pins them: this layer is rebuilt only when the lock
-# changes, not on every edit of the code.
+# wheels/ is empty in a checkout; scripts/wheelhouse.sh fills it for a host without a package
+# index. With a wheel in it, every install below takes packages from there alone.
+COPY wheels/ /wheels/
+RUN if find /wheels -name '*.whl' | grep -q .; then \
+      echo "--no-index --find-links /wheels" >/wheels/offline; \
+    else : >/wheels/offline; fi \
+ && pip install --no-cache-dir --disable-pip-version-check $(cat /wheels/offline) "uv==${UV_VERSION}"
+# Dependencies first, exactly as uv.lock pins them (hashes checked): this layer is rebuilt
+# only when the lock changes, not on every edit of the code.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project --no-cache
+RUN uv export --frozen --no-dev --no-emit-project --quiet -o /tmp/locked.txt \
+ && uv venv --quiet /app/.venv \
+ && uv pip install --quiet --no-cache --python /app/.venv $(cat /wheels/offline) \
+        --require-hashes -r /tmp/locked.txt
 # The project itself as a wheel, not editable: janitor/ and celeryconfig.py land in the
 # environment's site-packages, compiled to bytecode here, because the containers run with a
 # read-only root filesystem where Python could not write it.
 COPY README.md celeryconfig.py ./
 COPY janitor/ ./janitor/
-RUN uv sync --frozen --no-dev --no-editable --no-cache
+RUN uv pip install --quiet --no-cache --python /app/.venv $(cat /wheels/offline) --no-deps .
 
 FROM ${BASE_IMAGE}
 

@@ -26,6 +26,7 @@ ENGINES = (DOCKER_20, DOCKER_26, PODMAN_4, PODMAN_5)
 SHIPPED = {"bookworm": (DOCKER_20, PODMAN_4), "trixie": (DOCKER_26, PODMAN_5)}
 OS_RELEASE = Path("/etc/os-release")
 PODMAN_HELPER_DIRS = ("usr/lib/podman", "usr/libexec/podman")
+CLI_PLUGINS = Path("usr/libexec/docker/cli-plugins")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +112,24 @@ def binaries(engine: str) -> EngineBinaries:
     )
 
 
+def compose_plugins() -> Path:
+    """The folder of the Compose v2 and buildx CLI plugins: the machine's own where they are
+    installed (Debian 13's docker-compose and docker-buildx), else Debian 13's that
+    fetch-engines.sh unpacked on Debian 12, which ships neither."""
+    for folder in (Path("/") / CLI_PLUGINS, _cache() / "compose" / CLI_PLUGINS):
+        if (folder / "docker-compose").is_file() and (folder / "docker-buildx").is_file():
+            return folder
+    raise MissingPackagesError(
+        "Compose v2 and buildx are missing: run scripts/bootstrap.sh and scripts/fetch-engines.sh"
+    )
+
+
+def _cache() -> Path:
+    return Path(os.environ.get(CACHE_VARIABLE, DEFAULT_CACHE))
+
+
 def _fetched(engine: str) -> Path:
-    root = Path(os.environ.get(CACHE_VARIABLE, DEFAULT_CACHE)) / engine
+    root = _cache() / engine
     if not root.is_dir():
         raise MissingPackagesError(
             f"{engine} is not unpacked under {root.parent}: run scripts/fetch-engines.sh"

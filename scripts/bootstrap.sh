@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs what the janitor and its tests need on a Debian machine, idempotently: Debian
 # packages (dockerd, redis-server and redis-sentinel, busybox-static for the test image,
-# faketime, podman for the engine matrix, patchelf for the other release's podman), uv, and the
-# Python environment exactly as uv.lock pins it, on Debian 12 or 13. The engines of the matrix
-# that the machine's release does not ship: scripts/fetch-engines.sh.
+# faketime, podman for the engine matrix, patchelf for the other release's podman, debootstrap
+# and on Debian 13 Compose v2 for the compose test), uv, and the Python environment exactly as
+# uv.lock pins it, on Debian 12 or 13. What the machine's release does not ship (the other
+# release's engines, Compose v2 on Debian 12): scripts/fetch-engines.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd for systemd-analyze, which checks the units in contrib/systemd/; redis-sentinel for
-# the Sentinel failover tests.
-packages=(docker.io redis-server redis-sentinel busybox-static faketime systemd podman patchelf)
-# Debian 13 ships the docker CLI (the benchmarks' prune and import) apart from docker.io.
+# the Sentinel failover tests; debootstrap for the compose test's stand-in base images.
+packages=(docker.io redis-server redis-sentinel busybox-static faketime systemd podman patchelf
+  debootstrap)
+# Debian 13 ships the docker CLI (the benchmarks' prune and import) apart from docker.io, and
+# has Compose v2 and buildx (Debian 12's come from scripts/fetch-engines.sh).
 if [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" = trixie ]; then
-  packages+=(docker-cli)
+  packages+=(docker-cli docker-compose docker-buildx)
 fi
 missing=()
 for package in "${packages[@]}"; do

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Fetches the container engines of the engine matrix that the machine's Debian release does not
 # ship, as the other release's Debian packages, and unpacks them privately: on Debian 12
-# (bookworm) Debian 13's dockerd 26 with containerd 1.7, and podman 5 with the libc it needs;
-# on Debian 13 (trixie) Debian 12's dockerd 20.10 with containerd 1.6, and podman 4.3 with the
-# libraries Debian 13 no longer has. The system's apt sources and installed packages stay as
-# they are: apt runs under a private APT_CONFIG (own sources list, lists and cache) and the
-# packages are unpacked with dpkg-deb -x, never installed. Everything is cached under
+# (bookworm) Debian 13's dockerd 26 with containerd 1.7, podman 5 with the libc it needs, and
+# the Compose v2 and buildx CLI plugins, which Debian 12 does not ship (the compose test uses
+# them); on Debian 13 (trixie) Debian 12's dockerd 20.10 with containerd 1.6, and podman 4.3
+# with the libraries Debian 13 no longer has. The system's apt sources and installed packages
+# stay as they are: apt runs under a private APT_CONFIG (own sources list, lists and cache)
+# and the packages are unpacked with dpkg-deb -x, never installed. Everything is cached under
 # ENGINES_CACHE, so a second run downloads nothing. Prints nothing on success but the
 # engines' folder.
 set -euo pipefail
@@ -28,6 +29,8 @@ case "$codename" in
     docker_own_libraries=()
     podman_own_libraries=(usr/bin/podman usr/lib/podman/netavark)
     podman_own_loader=(usr/bin/podman usr/lib/podman/netavark)
+    # Go binaries that run on Debian 12's libc as they are.
+    compose_packages=(docker-compose docker-buildx)
     ;;
   trixie)
     suite=bookworm
@@ -40,13 +43,15 @@ case "$codename" in
     docker_own_libraries=(usr/sbin/dockerd)
     podman_own_libraries=(usr/bin/podman)
     podman_own_loader=()
+    # Debian 13's own: scripts/bootstrap.sh installs them.
+    compose_packages=()
     ;;
   *)
     echo "fetch-engines: /etc/os-release names '${codename}': the engine matrix knows bookworm and trixie" >&2
     exit 1
     ;;
 esac
-stamp="$cache/unpacked-v3-$codename"
+stamp="$cache/unpacked-v4-$codename"
 
 if [ -f "$stamp" ]; then
   echo "$cache"
@@ -57,7 +62,7 @@ fi
 archive=$(bash "$(dirname "$0")/debian-archive.sh")
 
 # Where earlier versions of this script kept Debian 13's packages.
-rm -rf "$cache/apt" "$cache/debs" "$cache/unpacked-v2"
+rm -rf "$cache/apt" "$cache/debs" "$cache"/unpacked-v[23]*
 apt_dir="$cache/apt-$suite"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/debs-$suite"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $archive $suite main" \
@@ -91,6 +96,9 @@ fetch() {
 
 fetch "$cache/$docker_engine" "${docker_packages[@]}"
 fetch "$cache/$podman_engine" "${podman_packages[@]}"
+if [ ${#compose_packages[@]} -gt 0 ]; then
+  fetch "$cache/compose" "${compose_packages[@]}"
+fi
 # A binary that needs its own libraries finds them first through a DT_RPATH, which, unlike
 # RUNPATH, also holds for its libraries' own dependencies (Debian 12's packages keep some under
 # /lib: no merged /usr there); one that needs its own libc also gets that loader. A patched

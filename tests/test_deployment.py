@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ SOCKET = "/var/run/docker.sock"
 IMAGE = "container-janitor:latest"
 COMPOSE_REDIS_URL = "redis://redis:6379/0"
 # Variables the compose file may interpolate besides the JANITOR_* settings.
-OPERATOR_VARIABLES = {"DOCKER_GID", "FLOWER_BASIC_AUTH", "FLOWER_PORT"}
+OPERATOR_VARIABLES = {"DOCKER_SOCKET", "DOCKER_GID", "FLOWER_BASIC_AUTH", "FLOWER_PORT"}
 COMPOSE_ENV_SCRIPT = ROOT / "scripts" / "compose-env.sh"
 STATE_DIR = "/var/lib/container-janitor"
 
@@ -251,33 +252,76 @@ def test_beat_keeps_its_schedule_where_it_can_write(services: dict[str, Any]) ->
     assert f"beat-state:{STATE_DIR}" in beat["volumes"]
 
 
-def test_the_compose_environment_file_is_private_and_kept(tmp_path: Path) -> None:
+def _run_compose_env(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     scripts = tmp_path / "scripts"
-    scripts.mkdir()
+    scripts.mkdir(exist_ok=True)
     (scripts / COMPOSE_ENV_SCRIPT.name).write_text(COMPOSE_ENV_SCRIPT.read_text())
-    socket_stand_in = tmp_path / "docker.sock"
-    socket_stand_in.touch()
-    env = {**os.environ, "DOCKER_SOCKET": str(socket_stand_in)}
-    run = [str(scripts / COMPOSE_ENV_SCRIPT.name)]
-    subprocess.run(["bash", *run], env=env, check=True, capture_output=True)
-    first = (tmp_path / ".env").read_text()
-    subprocess.run(["bash", *run], env=env, check=True, capture_output=True)
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_SOCKET")}
+    return subprocess.run(
+        ["bash", str(scripts / COMPOSE_ENV_SCRIPT.name)],
+        check=False,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def _listening_socket(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    return listener
+
+
+def _dot_env(tmp_path: Path) -> dict[str, str]:
+    lines = (tmp_path / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_the_compose_environment_file_is_private_and_kept(tmp_path: Path) -> None:
+    engine_socket = str(tmp_path / "docker.sock")
+    with _listening_socket(tmp_path / "docker.sock"):
+        first_run = _run_compose_env(tmp_path, DOCKER_SOCKET=engine_socket)
+        first = (tmp_path / ".env").read_text()
+        second_run = _run_compose_env(tmp_path, DOCKER_SOCKET=engine_socket)
+    assert first_run.returncode == second_run.returncode == 0, first_run.stderr
     assert (tmp_path / ".env").read_text() == first, "a second run keeps the password"
     assert oct((tmp_path / ".env").stat().st_mode & 0o777) == "0o600"
-    values = dict(line.split("=", 1) for line in first.splitlines())
-    assert values["DOCKER_GID"] == str(socket_stand_in.stat().st_gid)
+    values = _dot_env(tmp_path)
+    assert values["DOCKER_SOCKET"] == str(tmp_path / "docker.sock")
+    assert values["DOCKER_GID"] == str((tmp_path / "docker.sock").stat().st_gid)
     user, _, password = values["FLOWER_BASIC_AUTH"].partition(":")
     assert user == "admin"
     assert len(password) >= 20
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
 
 
+def test_the_compose_environment_takes_the_socket_from_a_unix_docker_host(tmp_path: Path) -> None:
+    with _listening_socket(tmp_path / "engine.sock"):
+        done = _run_compose_env(tmp_path, DOCKER_HOST=f"unix://{tmp_path / 'engine.sock'}")
+    assert done.returncode == 0, done.stderr
+    assert _dot_env(tmp_path)["DOCKER_SOCKET"] == str(tmp_path / "engine.sock")
+
+
+def test_the_compose_environment_refuses_a_missing_socket(tmp_path: Path) -> None:
+    done = _run_compose_env(tmp_path, DOCKER_SOCKET=str(tmp_path / "nothing.sock"))
+    assert done.returncode == 1
+    assert "is not a socket" in done.stderr
+    assert not (tmp_path / ".env").exists()
+
+
 def test_the_celery_services_run_the_built_image_after_redis(services: dict[str, Any]) -> None:
     for name in JANITOR_SERVICES:
         service = services[name]
         assert service["image"] == IMAGE, name
-        assert service["build"] == ".", name
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_the_image_is_built_once_and_never_pulled(services: dict[str, Any]) -> None:
+    builders = [name for name in JANITOR_SERVICES if "build" in services[name]]
+    assert builders == ["worker"]
+    assert services["worker"]["build"] == "."
+    assert services["worker"]["pull_policy"] == "build"
+    assert all(services[name]["pull_policy"] == "never" for name in ("beat", "flower"))
 
 
 def test_redis_is_persistent_and_checked(services: dict[str, Any], compose: dict[str, Any]) -> None:
@@ -342,8 +386,9 @@ def test_dockerfile_builds_on_slim_python_311_alone() -> None:
 
 
 def test_dockerfile_installs_the_project_compiled_and_ships_only_the_environment() -> None:
-    syncs = [run for run in _arguments("RUN") if "uv sync" in run]
-    assert "--no-editable" in syncs[-1]
+    _, project = _instructions()[_index("RUN", "--no-deps .")]
+    assert "uv pip install" in project
+    assert " -e " not in project
     assert any("UV_COMPILE_BYTECODE=1" in env for env in _arguments("ENV"))
     final_stage = _instructions()[_index("FROM", "${BASE_IMAGE}") + 1 :]
     final_stage = final_stage[[name for name, _ in final_stage].index("FROM") :]
@@ -361,18 +406,26 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
 
 
 def test_dockerfile_installs_from_the_lock_dependencies_first() -> None:
-    syncs = [run for run in _arguments("RUN") if "uv sync" in run]
-    assert len(syncs) == 2
-    assert all("--frozen" in run and "--no-dev" in run for run in syncs)
-    assert "--no-install-project" in syncs[0]
-    assert "--no-install-project" not in syncs[1]
+    (export,) = [run for run in _arguments("RUN") if "uv export" in run]
+    assert all(flag in export for flag in ("--frozen", "--no-dev", "--no-emit-project"))
+    assert "--require-hashes" in export
     # The lock is copied before the dependency layer, the code only after it.
     assert (
         _index("COPY", "uv.lock")
-        < _index("RUN", "--no-install-project")
+        < _index("RUN", "uv export")
         < _index("COPY", "janitor/")
-        < _index("RUN", syncs[1])
+        < _index("RUN", "--no-deps .")
     )
+
+
+def test_dockerfile_takes_every_package_from_the_wheelhouse_when_it_is_filled() -> None:
+    installs = [run for run in _arguments("RUN") if "pip install" in run]
+    assert len(installs) == 3, installs
+    assert all("$(cat /wheels/offline)" in run for run in installs)
+    assert _index("COPY", "wheels/") < _index("RUN", "/wheels/offline")
+    _, detection = _instructions()[_index("RUN", ">/wheels/offline")]
+    assert "--no-index --find-links /wheels" in detection
+    assert (ROOT / "wheels" / ".gitignore").is_file(), "a clone needs wheels/ for COPY"
 
 
 def test_dockerfile_puts_the_venv_on_path_and_starts_a_worker() -> None:
