@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,11 +20,14 @@ from janitor.dockerhost.host import DockerHost, is_container_start
 from janitor.errors import HostUnreachableError
 
 
-def follow_starts(docker: DockerHost, *, quiet: timedelta) -> Iterator[datetime | None]:
+def follow_starts(
+    docker: DockerHost, *, quiet: Callable[[], timedelta]
+) -> Iterator[datetime | None]:
     """Each container start on the daemon's clock as the daemon announces it, and None
-    after every `quiet` span without one, so the caller can look at its clock and at
-    whether it should stop. Raises a HostError when the daemon cannot be reached or ends
-    the stream; never returns.
+    after every quiet span without one, so the caller can look at its clock and at whether
+    it should stop. `quiet()` gives the span as each stream opens; when it gives a shorter
+    one after a start, the stream is opened again at once, under it. Raises a HostError when
+    the daemon cannot be reached or ends the stream; never returns.
 
     A stream that timed out cannot be read on (the socket is spent), so after a quiet span
     the stream is opened again from the second it was opened at (its `Date`, on the daemon's
@@ -36,7 +39,8 @@ def follow_starts(docker: DockerHost, *, quiet: timedelta) -> Iterator[datetime 
     seen_at_last: set[str] = set()
     since: int | None = None
     while True:
-        response = _open(docker, since, quiet)
+        span = quiet()
+        response = _open(docker, since, span)
         opened_at = _date_of(response)
         try:
             for event in _events(docker, response):
@@ -49,6 +53,8 @@ def follow_starts(docker: DockerHost, *, quiet: timedelta) -> Iterator[datetime 
                 seen_at_last.add(actor_id)
                 since = nano // 1_000_000_000
                 yield datetime.fromtimestamp(nano / 1e9, tz=UTC)
+                if quiet() < span:
+                    break  # reopened from this start's second, which is then dropped as seen
         except _Quiet:
             if opened_at is not None:
                 since = max(since or opened_at, opened_at)

@@ -55,7 +55,7 @@ def test_the_stream_yields_each_start_once_and_filters_what_the_engine_did_not(
     )
     daemon.answer(EVENTS, Reply(200, body, chunked=True, linger=True))
     with DockerHost(HostConfig(HOST, daemon.url), timeout=timedelta(seconds=2)) as docker:
-        stream = follow_starts(docker, quiet=QUIET)
+        stream = follow_starts(docker, quiet=lambda: QUIET)
         with closing(stream):
             items = [next(stream) for _ in range(4)]
     assert items == [NOW, NOW + timedelta(seconds=2), None, None]
@@ -72,13 +72,31 @@ def test_the_stream_yields_each_start_once_and_filters_what_the_engine_did_not(
 def test_a_stream_the_daemon_ends_or_never_answers_is_a_host_error(daemon: FakeDaemon) -> None:
     daemon.answer(EVENTS, Reply(200, event("start", NOW), chunked=True))
     with DockerHost(HostConfig(HOST, daemon.url), timeout=timedelta(seconds=1)) as docker:
-        stream = follow_starts(docker, quiet=QUIET)
+        stream = follow_starts(docker, quiet=lambda: QUIET)
         assert next(stream) == NOW
         with pytest.raises(HostUnreachableError, match="ended its event stream"):
             next(stream)
         daemon.answer(EVENTS, Reply(hang=True))
         with pytest.raises(HostError):
-            next(follow_starts(docker, quiet=QUIET))
+            next(follow_starts(docker, quiet=lambda: QUIET))
+
+
+def test_a_shorter_quiet_span_after_a_start_reopens_the_stream_from_that_start(
+    daemon: FakeDaemon,
+) -> None:
+    daemon.answer(EVENTS, Reply(200, event("start", NOW, "c1"), chunked=True, linger=True))
+    wanted = [timedelta(seconds=60)]
+    with DockerHost(HostConfig(HOST, daemon.url), timeout=timedelta(seconds=2)) as docker:
+        stream = follow_starts(docker, quiet=lambda: wanted[-1])
+        with closing(stream):
+            assert next(stream) == NOW
+            wanted.append(QUIET)  # as the follower does when that start begins a spike
+            # The reopened stream replays that start, dropped as seen, then stays quiet.
+            assert next(stream) is None
+    first, second, *_ = [s for s in daemon.seen if s.route == EVENTS]
+    assert "since" not in first.query
+    # From the start's second, not from the reopening's Date: not the long span timing out.
+    assert second.query["since"] == [str(int(NOW.timestamp()))]
 
 
 class Script:
@@ -90,13 +108,16 @@ class Script:
         self.items = items
         self.clock = 0.0
         self.stop = threading.Event()
+        # The quiet span the follower asked for at each quiet item.
+        self.spans: list[timedelta] = []
 
     def monotonic(self) -> float:
         return self.clock
 
-    def follow(self, docker: Any, *, quiet: timedelta) -> Iterator[datetime | None]:
+    def follow(self, docker: Any, *, quiet: Callable[[], timedelta]) -> Iterator[datetime | None]:
         for item in self.items:
             if item is None:
+                self.spans.append(quiet())
                 self.clock += 1.0
                 yield None
             else:
@@ -138,6 +159,8 @@ def test_a_spike_is_published_and_its_end_starts_the_deferred_removal_once(
         state = follower.read_state(client, host)
         assert state is not None
         states.append(state.spiking)
+        ttl = follower.STATE_TTL if state.spiking else follower.CALM_STATE_TTL
+        assert 0 < client.pttl(keys.spike(host)) <= ttl.total_seconds() * 1000
 
     monkeypatch.setattr(follower, "publish", publish)
     sent: list[str] = []
@@ -156,8 +179,9 @@ def test_a_spike_is_published_and_its_end_starts_the_deferred_removal_once(
     assert states[0] is False
     assert True in states
     assert states[-1] is False
-    ttl = client.pttl(keys.spike(HOST))
-    assert 0 < ttl <= follower.STATE_TTL.total_seconds() * 1000
+    # Calm before the spike, the short span through it and until its end is seen.
+    assert script.spans[0] == follower.CALM_QUIET
+    assert follower.QUIET in script.spans[1:]
 
 
 def test_no_removal_is_started_when_none_was_put_off(
@@ -196,7 +220,7 @@ def test_a_lost_stream_clears_the_state_and_is_followed_again_after_a_backoff(
     stop = threading.Event()
     opened: list[int] = []
 
-    def lost(docker: Any, *, quiet: timedelta) -> Iterator[datetime | None]:
+    def lost(docker: Any, *, quiet: Callable[[], timedelta]) -> Iterator[datetime | None]:
         opened.append(1)
         if len(opened) == 1:
             for n in range(8):  # a spike, then the daemon goes away
@@ -222,7 +246,7 @@ def test_a_fault_that_is_not_the_daemon_is_logged_and_the_host_followed_again(
     stop = threading.Event()
     opened: list[int] = []
 
-    def broken(docker: Any, *, quiet: timedelta) -> Iterator[datetime | None]:
+    def broken(docker: Any, *, quiet: Callable[[], timedelta]) -> Iterator[datetime | None]:
         opened.append(1)
         if len(opened) == 2:
             stop.set()
