@@ -28,10 +28,15 @@ RUN if find /wheels -name '*.whl' | grep -q .; then \
       echo "--no-index --find-links /wheels" >/wheels/offline; \
     else : >/wheels/offline; fi \
  && pip install --no-cache-dir --disable-pip-version-check $(cat /wheels/offline) "uv==${UV_VERSION}"
-# Dependencies first, exactly as uv.lock pins them (hashes checked): this layer is rebuilt
-# only when the lock changes, not on every edit of the code.
+# Dependencies first, exactly as uv.lock pins them (hashes checked; scripts/wheelhouse.sh
+# exports the same list): this layer is rebuilt only when the lock changes, not on every edit
+# of the code.
 COPY pyproject.toml uv.lock ./
-RUN uv export --frozen --no-dev --no-emit-project --quiet -o /tmp/locked.txt \
+RUN if [ -s /wheels/offline ] && [ "$(cat /wheels/uv.lock.sha256)" != "$(sha256sum <uv.lock | cut -d' ' -f1)" ]; then \
+      echo "wheels/ was filled for another uv.lock: run scripts/wheelhouse.sh again, or rm wheels/*" >&2; \
+      exit 1; \
+    fi \
+ && uv export --frozen --no-dev --no-emit-project --quiet -o /tmp/locked.txt \
  && uv venv --quiet /app/.venv \
  && uv pip install --quiet --no-cache --python /app/.venv $(cat /wheels/offline) \
         --require-hashes -r /tmp/locked.txt

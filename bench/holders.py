@@ -12,18 +12,16 @@ container past a 1 s budget (where the holders are spared for their running memb
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.harness import MANAGED, SELECTOR, Host, JanitorRun, janitor_env, percentile, sweep
 from janitor.project import ProjectHolder
 from sandbox.image import IMAGE
+from sandbox.netns import inside, network_namespace
 
 Figures = dict[str, Any]
 THREADS = 8
@@ -32,27 +30,8 @@ NO_CAP = "1000000"
 _PROGRAMS = ("dockerd", "containerd", "containerd-shim-runc-v2")
 
 
-@contextmanager
-def network_namespace() -> Iterator[str]:
-    """A network namespace of our own, with only its loopback up; deleted at exit."""
-    name = f"jb-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        _inside(name, "ip", "link", "set", "lo", "up")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
-def _inside(netns: str, *argv: str) -> str:
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=True
-    )
-    return done.stdout
-
-
 def interfaces(netns: str) -> int:
-    return len(_inside(netns, "ip", "-o", "link", "show").splitlines())
+    return len(inside(netns, "ip", "-o", "link", "show").splitlines())
 
 
 def resident_mib(daemon_dir: Path) -> dict[str, float]:

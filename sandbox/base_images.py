@@ -11,6 +11,7 @@ image, which is why the wheelhouse fetches what 3.11 releases below 3.11.3 need.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,12 +37,17 @@ def make_rootfs(target: Path) -> Path:
         ["bash", str(ARCHIVE_SCRIPT)], check=True, capture_output=True, text=True
     ).stdout.strip()
     root = target / "root"
-    subprocess.run(
+    made = subprocess.run(
         [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm",
          str(root), archive],
-        check=True,
         capture_output=True,
+        text=True,
+        check=False,
     )  # fmt: skip
+    if made.returncode != 0:
+        raise RuntimeError(
+            f"debootstrap bookworm failed:\n{made.stdout[-2000:]}{made.stderr[-2000:]}"
+        )
     (root / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink()
     local = root / "usr/local/bin"
     for name in ("python3.11", "python3", "python"):
@@ -52,6 +58,7 @@ def make_rootfs(target: Path) -> Path:
     (root / "data").mkdir()
     tarball = target / "rootfs.tar"
     subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+    shutil.rmtree(root)  # 300 MB that pytest would keep for its last three runs
     return tarball
 
 
@@ -63,3 +70,4 @@ def import_stand_ins(api: docker.APIClient, tarball: Path) -> None:
     ):
         repository, tag = image.split(":")
         api.import_image(src=str(tarball), repository=repository, tag=tag, changes=changes)
+        api.inspect_image(image)  # type: ignore[no-untyped-call]  # ImageNotFound if it failed

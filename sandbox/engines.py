@@ -113,10 +113,11 @@ def binaries(engine: str) -> EngineBinaries:
 
 
 def compose_plugins() -> Path:
-    """The folder of the Compose v2 and buildx CLI plugins: the machine's own where they are
-    installed (Debian 13's docker-compose and docker-buildx), else Debian 13's that
-    fetch-engines.sh unpacked on Debian 12, which ships neither."""
-    for folder in (Path("/") / CLI_PLUGINS, _cache() / "compose" / CLI_PLUGINS):
+    """The folder of the Compose v2 and buildx CLI plugins: the machine's own where both are
+    installed (by hand, or Debian 13's docker-compose and docker-buildx), else Debian 13's
+    that fetch-engines.sh unpacked on Debian 12, which ships neither."""
+    system = (Path("/usr/local/lib/docker/cli-plugins"), Path("/") / CLI_PLUGINS)
+    for folder in (*system, _cache() / "compose" / CLI_PLUGINS):
         if (folder / "docker-compose").is_file() and (folder / "docker-buildx").is_file():
             return folder
     raise MissingPackagesError(

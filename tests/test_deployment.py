@@ -133,6 +133,13 @@ def test_only_the_worker_mounts_the_docker_socket(services: dict[str, Any]) -> N
             assert not any("docker.sock" in end for end in _mount_ends(service)), name
 
 
+def test_a_missing_socket_is_refused_not_made_a_directory(services: dict[str, Any]) -> None:
+    (mount,) = [v for v in services["worker"]["volumes"] if isinstance(v, dict)]
+    assert mount["type"] == "bind"
+    assert mount["target"] == SOCKET
+    assert mount["bind"]["create_host_path"] is False
+
+
 def test_only_the_worker_joins_the_socket_group(services: dict[str, Any]) -> None:
     (group,) = services["worker"]["group_add"]
     # Required, not defaulted: the docker group's id differs from host to host.
@@ -266,7 +273,7 @@ def _run_compose_env(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-def _listening_socket(path: Path) -> socket.socket:
+def _bound_socket(path: Path) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     return listener
@@ -279,7 +286,7 @@ def _dot_env(tmp_path: Path) -> dict[str, str]:
 
 def test_the_compose_environment_file_is_private_and_kept(tmp_path: Path) -> None:
     engine_socket = str(tmp_path / "docker.sock")
-    with _listening_socket(tmp_path / "docker.sock"):
+    with _bound_socket(tmp_path / "docker.sock"):
         first_run = _run_compose_env(tmp_path, DOCKER_SOCKET=engine_socket)
         first = (tmp_path / ".env").read_text()
         second_run = _run_compose_env(tmp_path, DOCKER_SOCKET=engine_socket)
@@ -296,10 +303,35 @@ def test_the_compose_environment_file_is_private_and_kept(tmp_path: Path) -> Non
 
 
 def test_the_compose_environment_takes_the_socket_from_a_unix_docker_host(tmp_path: Path) -> None:
-    with _listening_socket(tmp_path / "engine.sock"):
+    with _bound_socket(tmp_path / "engine.sock"):
         done = _run_compose_env(tmp_path, DOCKER_HOST=f"unix://{tmp_path / 'engine.sock'}")
     assert done.returncode == 0, done.stderr
     assert _dot_env(tmp_path)["DOCKER_SOCKET"] == str(tmp_path / "engine.sock")
+
+
+def test_the_compose_environment_follows_a_new_socket_and_keeps_the_password(
+    tmp_path: Path,
+) -> None:
+    with _bound_socket(tmp_path / "one.sock"), _bound_socket(tmp_path / "two.sock"):
+        os.chown(tmp_path / "two.sock", -1, 1)
+        assert _run_compose_env(tmp_path, DOCKER_SOCKET=str(tmp_path / "one.sock")).returncode == 0
+        first = _dot_env(tmp_path)
+        assert _run_compose_env(tmp_path, DOCKER_SOCKET=str(tmp_path / "two.sock")).returncode == 0
+        second = _dot_env(tmp_path)
+        # A later run with nothing set keeps to the socket .env names.
+        assert _run_compose_env(tmp_path).returncode == 0
+        third = _dot_env(tmp_path)
+    assert second["DOCKER_SOCKET"] == str(tmp_path / "two.sock")
+    assert second["DOCKER_GID"] == "1" != first["DOCKER_GID"]
+    assert second["FLOWER_BASIC_AUTH"] == first["FLOWER_BASIC_AUTH"]
+    assert third == second
+
+
+def test_the_compose_environment_refuses_a_daemon_it_cannot_mount(tmp_path: Path) -> None:
+    done = _run_compose_env(tmp_path, DOCKER_HOST="tcp://10.0.0.1:2376")
+    assert done.returncode == 1
+    assert "is not a unix socket" in done.stderr
+    assert not (tmp_path / ".env").exists()
 
 
 def test_the_compose_environment_refuses_a_missing_socket(tmp_path: Path) -> None:
@@ -321,7 +353,10 @@ def test_the_image_is_built_once_and_never_pulled(services: dict[str, Any]) -> N
     assert builders == ["worker"]
     assert services["worker"]["build"] == "."
     assert services["worker"]["pull_policy"] == "build"
-    assert all(services[name]["pull_policy"] == "never" for name in ("beat", "flower"))
+    for name in ("beat", "flower"):
+        assert services[name]["pull_policy"] == "never", name
+        # Started alone, each brings the worker, which builds the image they run.
+        assert services[name]["depends_on"]["worker"]["condition"] == "service_started", name
 
 
 def test_redis_is_persistent_and_checked(services: dict[str, Any], compose: dict[str, Any]) -> None:
