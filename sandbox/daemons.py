@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +35,12 @@ START_TIMEOUT_DELTA = timedelta(seconds=START_TIMEOUT)
 STOP_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 60
 RESET_TIMEOUT = 60.0
+# Podman 4.3 may answer a forced removal of a restart-looping container with a 500 "...:
+# container state improper": caught between two runs, in its "stopping" state, which Podman
+# before 4.4 does not kill its way out of (podman pull request 17040). The container leaves
+# that state within moments; a removal a little later goes through.
+IMPROPER_STATE_RETRIES = 20
+IMPROPER_STATE_PAUSE = 0.25
 
 
 class Engine(Lifecycle, Protocol):
@@ -304,23 +311,33 @@ def _pings(sock_path: Path) -> bool:
 
 def _remove_containers(api: docker.APIClient, filters: Mapping[str, str]) -> None:
     deadline = time.monotonic() + RESET_TIMEOUT
+    improper: Counter[str] = Counter()
     while leftovers := api.containers(all=True, filters=dict(filters)):
         if time.monotonic() > deadline:
             ids = [container["Id"][:12] for container in leftovers]
             raise RuntimeError(f"containers still there after {RESET_TIMEOUT:.0f} s: {ids}")
-        contended = False
+        pause = 0.0
         for container in leftovers:
+            container_id = container["Id"]
             try:
-                api.remove_container(container["Id"], force=True, v=True)
+                api.remove_container(container_id, force=True, v=True)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as error:
-                # 409: an auto_remove or another removal is already under way; look again.
-                if error.status_code != 409:
+                if error.status_code == 409:
+                    # An auto_remove or another removal is already under way; look again.
+                    pause = max(pause, 0.1)
+                elif _in_improper_state(error) and improper[container_id] < IMPROPER_STATE_RETRIES:
+                    improper[container_id] += 1
+                    pause = max(pause, IMPROPER_STATE_PAUSE)
+                else:
                     raise
-                contended = True
-        if contended:
-            time.sleep(0.1)
+        time.sleep(pause)
+
+
+def _in_improper_state(error: docker.errors.APIError) -> bool:
+    """Podman's refusal of an action in the container's current state (ErrCtrStateInvalid)."""
+    return error.status_code == 500 and "container state improper" in str(error.explanation or "")
 
 
 def _kill_leftovers(exec_root: Path) -> None:
