@@ -121,13 +121,7 @@ def test_cli_sweep_with_a_daemon_frozen_mid_sweep_fails_it_and_cleans_the_other(
     )
     sweep = start_janitor(["sweep", "--json"], env)
     try:
-        wait_for(
-            lambda: "exited" in states(alpha, a_ghosts).values(),
-            timeout=30,
-            what="the sweep's first kill on alpha",
-            interval=0.05,
-            alive=lambda: _still_running(sweep),
-        )
+        stopped_before_freeze = _first_kill(alpha, a_ghosts, 30, lambda: _still_running(sweep))
         alpha.freeze()
         frozen_at = time.monotonic()
         # In flight: one stop (docker timeout + stop timeout); then alpha's stopped sweep
@@ -145,9 +139,14 @@ def test_cli_sweep_with_a_daemon_frozen_mid_sweep_fails_it_and_cleans_the_other(
         assert "did not answer" in ghosts_report["error"]
         outcomes = Counter(a["outcome"] for a in ghosts_report["actions"])
         # Acted on one or two before the freeze, one call timed out, the rest never started.
-        assert 1 <= outcomes["done"] <= 2, ghosts_report
-        assert outcomes["failed"] == 1, ghosts_report
-        assert outcomes["refused"] == len(a_ghosts) - outcomes["done"] - 1, ghosts_report
+        # The ghost seen stopped is done, or is the one the freeze cut off: Podman 4.3 may not
+        # have answered the stop of a ghost it already shows exited (seen: done 0, failed 1).
+        assert stopped_before_freeze <= {
+            a["id"] for a in ghosts_report["actions"] if a["outcome"] in ("done", "failed")
+        }, (stopped_before_freeze, ghosts_report["actions"])
+        assert outcomes["done"] <= 2, outcomes
+        assert outcomes["failed"] == 1, outcomes
+        assert outcomes["refused"] == len(a_ghosts) - outcomes["done"] - 1, outcomes
         assert {a["id"] for a in ghosts_report["actions"]} == set(a_ghosts)
         stopped_report = run.report("alpha", "remove-stopped")
         assert stopped_report["status"] == "failed"
