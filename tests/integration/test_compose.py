@@ -149,8 +149,19 @@ def started(project: Project) -> Project:
         dot_env.writelines(f"{key}={value}\n" for key, value in TEST_SETTINGS.items())
     # --wait: until every service's healthcheck passes (the worker's first comes after 60 s).
     done = project.compose("up", "-d", "--build", "--wait", timeout=BUILD_TIMEOUT)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + _why(project)
     return project
+
+
+def _why(project: Project) -> str:
+    """What the services said and what their healthchecks answered: the daemon goes with the
+    fixture, and these with it."""
+    logs = project.compose("logs", "--no-color", "--tail", "30").stdout
+    health = []
+    for entry in project.api.containers(all=True):
+        state = project.api.inspect_container(entry["Id"])["State"]
+        health.append(f"{entry['Names'][0]}: {json.dumps(state.get('Health'))[-1500:]}")
+    return "\n--- logs\n" + logs[-6000:] + "\n--- health\n" + "\n".join(health)
 
 
 def test_the_daemon_reaches_no_network(project: Project) -> None:
