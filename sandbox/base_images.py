@@ -4,8 +4,8 @@ with Python 3.11, pip and Redis, imported twice.
 
 They keep what the project's files rely on from the official images: `python3.11`, `python`
 and `pip` in /usr/local/bin and pip allowed to install as root (python:3.11-slim-bookworm);
-`redis-server` with protected mode off, as the official image builds it, keeping its data in
-/data, and `redis-cli` (redis:7-alpine). Debian 12's Python is 3.11.2, older than any current slim
+`redis-server` with protected mode off, as the official image builds it, started in /data,
+and `redis-cli` (redis:7-alpine). Debian 12's Python is 3.11.2, older than any current slim
 image, which is why the wheelhouse fetches what 3.11 releases below 3.11.3 need.
 """
 
@@ -25,11 +25,7 @@ ARCHIVE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "debian-ar
 PACKAGES = ("python3", "python3-pip", "redis-server")
 REDIS_WRAPPER = """#!/bin/sh
 # The official image builds Redis with protected mode off; Debian's keeps it on, and would
-# refuse every other container of the project. Its data directory is the official image's
-# working directory, /data; here the server moves there itself, because Debian 13's runc
-# inside the Debian 13 chroot (scripts/debian13-suite.sh) fails every exec, the healthcheck's
-# included, into a container whose working directory is a volume ("chdir to cwd").
-cd /data || exit 1
+# refuse every other container of the project.
 exec /usr/bin/redis-server "$@" --protected-mode no
 """
 
@@ -70,7 +66,7 @@ def import_stand_ins(api: docker.APIClient, tarball: Path) -> None:
     """Import both stand-ins into the daemon behind `api`."""
     for image, changes in (
         (PYTHON_IMAGE, ['CMD ["python3"]']),
-        (REDIS_IMAGE, ['CMD ["redis-server"]']),
+        (REDIS_IMAGE, ["WORKDIR /data", 'CMD ["redis-server"]']),
     ):
         repository, tag = image.split(":")
         api.import_image(src=str(tarball), repository=repository, tag=tag, changes=changes)
