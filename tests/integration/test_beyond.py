@@ -9,6 +9,7 @@ intervals and from what the janitor itself measures, with the slack spelled out.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -547,8 +548,23 @@ def fake_proc(root: Path, used: float) -> None:
         os.replace(scratch, root / name)
 
 
+@pytest.fixture
+def empty_root(tmp_path: Path) -> Iterator[Path]:
+    """An empty 4 MiB tmpfs standing in for the Docker root filesystem: the pressure is then
+    the fake /proc's alone. The private daemon's own root is on the machine's disk, whose
+    share in use may sit anywhere (0.707 in a Debian 13 chroot, where blocks reserved for
+    another user count as used for the janitor: statvfs f_bavail)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)], check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
 def test_pressure_starts_early_tightened_sweeps_until_relieved(
-    alpha: Engine, redis_url: str, procs: Processes, tmp_path: Path
+    alpha: Engine, redis_url: str, procs: Processes, tmp_path: Path, empty_root: Path
 ) -> None:
     proc_root = tmp_path / "proc"
     fake_proc(proc_root, used=0.9)
@@ -559,6 +575,7 @@ def test_pressure_starts_early_tightened_sweeps_until_relieved(
         pressure_low="0.7",
         pressure_grace_floor="1s",
         proc_root=str(proc_root),
+        docker_root=str(empty_root),
         stopped_grace="1h",
         remove_interval="10m",
         max_runtime="1h",
