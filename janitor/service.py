@@ -142,12 +142,17 @@ class Supervisor:
         return 0
 
     def stop(self) -> None:
-        # The worker first: a warm shutdown lets a sweep in progress finish its report.
+        # The worker first: a warm shutdown lets a sweep in progress finish its report. Our
+        # own Redis last, once its clients are gone: stopped with them, it left the worker's
+        # consumer a closed connection to log as a plain traceback while it shut down.
         ordered = sorted(self.children.values(), key=lambda child: child.name != "worker")
-        for child in ordered:
+        clients = [child for child in ordered if child.name != "redis"]
+        for child in clients:
             child.terminate()
-        for child in ordered:
+        for child in clients:
             child.stop(STOP_TIMEOUT)
+        if "redis" in self.children:
+            self.children["redis"].stop(STOP_TIMEOUT)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         del signum, frame
